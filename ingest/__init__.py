@@ -1,0 +1,1 @@
+"""Ingest side: readers -> chunker -> processors (batch in, batch out, content-hash cached) -> bulk writer."""

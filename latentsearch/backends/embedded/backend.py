@@ -1,0 +1,507 @@
+"""The embedded engine: OpenSearch-shaped indices stored in LanceDB on local disk.
+
+Storage is LanceDB (persistent, versioned, ANN indices); queries run over an in-memory snapshot
+of the current table version (see `snapshot.py`), cached per process and rebuilt only when the
+table version changes. The k-NN clause uses exact search, or the LanceDB vector index once one is
+built (`create_vector_index`) and the filtered candidate set is large.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+
+from latentsearch.backends.base import (
+    BackendError,
+    BulkAction,
+    BulkItemResult,
+    IndexNotFoundError,
+    SearchBackend,
+    UnsupportedQueryError,
+)
+from latentsearch.backends.embedded import executor as ex
+from latentsearch.backends.embedded.layout import (
+    IndexLayout,
+    MapperParsingError,
+    coerce,
+    extract,
+    parse_mapping,
+    strip_vectors,
+)
+from latentsearch.backends.embedded.snapshot import Snapshot, build_snapshot
+
+_META_DIR = "_latentsearch_indices"
+_INDEX_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-.")
+DEFAULT_HYBRID_DEPTH = 100
+
+
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+class _Index:
+    """One open index: its layout, LanceDB tables and the cached snapshot."""
+
+    def __init__(self, backend: EmbeddedBackend, name: str, body: dict[str, Any]):
+        self.name = name
+        self.body = body
+        self.layout: IndexLayout = parse_mapping(name, body.get("mappings", {}))
+        self.main = backend.db.open_table(name)
+        self.nested_tables = {p: backend.db.open_table(n.table) for p, n in self.layout.nested.items()}
+        self._snapshot_key: tuple[int, ...] | None = None
+        self._snapshot: tuple[Snapshot, dict[str, ex.NestedScope]] | None = None
+        self._lock = threading.Lock()
+
+    def versions(self) -> tuple[int, ...]:
+        return (self.main.version, *(t.version for t in self.nested_tables.values()))
+
+    def snapshot(self) -> tuple[Snapshot, dict[str, ex.NestedScope]]:
+        with self._lock:
+            key = self.versions()
+            if self._snapshot is None or key != self._snapshot_key:
+                main = build_snapshot(self.main.to_arrow(), self.layout.fields)
+                scopes: dict[str, ex.NestedScope] = {}
+                for path, nested in self.layout.nested.items():
+                    snap = build_snapshot(self.nested_tables[path].to_arrow(), nested.fields, id_column="_parent")
+                    row_of = main.row_of
+                    snap.parent_rows = np.asarray([row_of.get(p, -1) for p in snap.ids.tolist()], dtype=np.int64)
+                    scopes[path] = ex.NestedScope(path, nested.fields, snap)
+                self._snapshot, self._snapshot_key = (main, scopes), key
+            return self._snapshot
+
+    def vector_indices(self) -> set[str]:
+        return {c for idx in self.main.list_indices() for c in idx.columns}
+
+
+class EmbeddedBackend(SearchBackend):
+    """LanceDB-backed engine that speaks the OpenSearch DSL subset latentsearch emits."""
+
+    kind = "embedded"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path).expanduser()
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / _META_DIR).mkdir(exist_ok=True)
+        self.db = lancedb.connect(str(self.path))
+        self._open: dict[str, _Index] = {}
+
+    # ------------------------------------------------------------ index admin
+
+    def _meta_path(self, index: str) -> Path:
+        return self.path / _META_DIR / f"{index}.json"
+
+    @staticmethod
+    def _check_name(index: str) -> None:
+        if not index or not set(index) <= _INDEX_NAME_CHARS or index[0] in "-_." or "__" in index:
+            raise BackendError(
+                f"invalid index name {index!r}: use lowercase letters, digits, '-', '_' or '.', "
+                "not starting with '-', '_' or '.', and without '__'",
+                error_type="invalid_index_name_exception",
+            )
+
+    def index_exists(self, index: str) -> bool:
+        return self._meta_path(index).is_file()
+
+    def create_index(self, index: str, body: dict[str, Any], *, exist_ok: bool = False) -> bool:
+        self._check_name(index)
+        if self.index_exists(index):
+            if exist_ok:
+                return False
+            raise BackendError(f"index `{index}` already exists", error_type="resource_already_exists_exception")
+        body = dict(body or {})
+        unknown = set(body) - {"settings", "mappings", "aliases"}
+        if unknown:
+            raise BackendError(f"unknown create-index keys {sorted(unknown)}; expected settings, mappings")
+        layout = parse_mapping(index, body.get("mappings", {}))
+        self.db.create_table(index, schema=layout.arrow_schema(), mode="overwrite")
+        for nested in layout.nested.values():
+            self.db.create_table(nested.table, schema=nested.arrow_schema(), mode="overwrite")
+        self._meta_path(index).write_text(json.dumps(body, indent=1), encoding="utf-8")
+        self._open.pop(index, None)
+        return True
+
+    def _index(self, index: str) -> _Index:
+        idx = self._open.get(index)
+        if idx is None:
+            path = self._meta_path(index)
+            if not path.is_file():
+                raise IndexNotFoundError(index)
+            idx = _Index(self, index, json.loads(path.read_text(encoding="utf-8")))
+            self._open[index] = idx
+        return idx
+
+    def delete_index(self, index: str, *, missing_ok: bool = True) -> bool:
+        if not self.index_exists(index):
+            if missing_ok:
+                return False
+            raise IndexNotFoundError(index)
+        layout = parse_mapping(index, json.loads(self._meta_path(index).read_text()).get("mappings", {}))
+        existing = set(self._table_names())
+        for name in [index, *(n.table for n in layout.nested.values())]:
+            if name in existing:
+                self.db.drop_table(name)
+        self._meta_path(index).unlink()
+        self._open.pop(index, None)
+        return True
+
+    def _table_names(self) -> list[str]:
+        result = self.db.list_tables()
+        names = getattr(result, "tables", result)
+        return list(names)
+
+    def list_indices(self) -> list[str]:
+        return sorted(p.stem for p in (self.path / _META_DIR).glob("*.json"))
+
+    def get_mapping(self, index: str) -> dict[str, Any]:
+        return self._index(index).body.get("mappings", {})
+
+    def get_settings(self, index: str) -> dict[str, Any]:
+        return self._index(index).body.get("settings", {})
+
+    # ------------------------------------------------------------ writes
+
+    def bulk(self, index: str, actions: Sequence[BulkAction], *, refresh: bool = False) -> list[BulkItemResult]:
+        idx = self._index(index)
+        layout = idx.layout
+        results: list[BulkItemResult | None] = [None] * len(actions)
+        rows: dict[str, dict[str, Any]] = {}  # last write per id wins, like sequential bulk
+        nested_rows: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        deletes: set[str] = set()
+        for i, action in enumerate(actions):
+            doc_id = str(action.id)
+            if action.op == "delete":
+                deletes.add(doc_id)
+                rows.pop(doc_id, None)
+                nested_rows.pop(doc_id, None)
+                results[i] = BulkItemResult(doc_id, 200)
+                continue
+            if action.op != "index":
+                results[i] = BulkItemResult(doc_id, 400, f"unsupported bulk op {action.op!r}", "illegal_argument_exception")
+                continue
+            try:
+                row, nested = self._row(layout, doc_id, action.source)
+            except MapperParsingError as err:
+                results[i] = BulkItemResult(doc_id, err.status, str(err), err.error_type)
+                continue
+            rows[doc_id] = row
+            nested_rows[doc_id] = nested
+            deletes.discard(doc_id)
+            results[i] = BulkItemResult(doc_id, 201)
+        self._write(idx, rows, nested_rows, deletes)
+        if refresh:
+            self.refresh(index)
+        return [r for r in results if r is not None]
+
+    def _row(self, layout: IndexLayout, doc_id: str, source: Any) -> tuple[dict[str, Any], dict[str, list]]:
+        if not isinstance(source, dict):
+            raise MapperParsingError(f"document `{doc_id}` must be a JSON object, got {type(source).__name__}")
+        row: dict[str, Any] = {"_id": doc_id, "_source": json.dumps(strip_vectors(source, layout), ensure_ascii=False)}
+        for path, spec in layout.fields.items():
+            row[spec.column] = coerce(spec, extract(source, spec.source_path))
+        nested_out: dict[str, list[dict[str, Any]]] = {}
+        for path, nested in layout.nested.items():
+            objs = extract(source, path)
+            out = []
+            for ord_, obj in enumerate(objs):
+                if not isinstance(obj, dict):
+                    raise MapperParsingError(f"nested field `{path}` of `{doc_id}` must hold objects, got {obj!r:.80}")
+                nrow: dict[str, Any] = {"_parent": doc_id, "_ord": ord_, "_source": json.dumps(obj, ensure_ascii=False)}
+                for fpath, spec in nested.fields.items():
+                    nrow[spec.column] = coerce(spec, extract(obj, spec.source_path[len(path) + 1 :]))
+                out.append(nrow)
+            nested_out[path] = out
+        return row, nested_out
+
+    def _write(
+        self,
+        idx: _Index,
+        rows: dict[str, dict[str, Any]],
+        nested_rows: dict[str, dict[str, list[dict[str, Any]]]],
+        deletes: set[str],
+    ) -> None:
+        layout = idx.layout
+        touched = list(rows) + sorted(deletes)
+        if deletes:
+            for chunk in _chunks(sorted(deletes), 500):
+                idx.main.delete(f"_id IN ({', '.join(map(_sql_str, chunk))})")
+        if rows:
+            table = _to_arrow(list(rows.values()), layout.arrow_schema())
+            (
+                idx.main.merge_insert("_id")
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .execute(table)
+            )
+        for path, nested in layout.nested.items():
+            ntable = idx.nested_tables[path]
+            if touched:
+                for chunk in _chunks(touched, 500):
+                    ntable.delete(f"_parent IN ({', '.join(map(_sql_str, chunk))})")
+            new_rows = [r for doc in nested_rows.values() for r in doc.get(path, [])]
+            if new_rows:
+                ntable.add(_to_arrow(new_rows, nested.arrow_schema()))
+
+    def refresh(self, index: str) -> None:
+        """Writes are visible at once; this compacts small fragments (cheap when few)."""
+        idx = self._index(index)
+        for table in [idx.main, *idx.nested_tables.values()]:
+            try:
+                fragments = table.stats().fragment_stats.num_fragments
+            except Exception:  # noqa: BLE001 - stats are an optimisation hint only
+                fragments = 0
+            if fragments > 16:
+                table.optimize()
+
+    def create_vector_index(self, index: str, field: str = "vector", *, min_rows: int = 256) -> bool:
+        """Build a LanceDB IVF-HNSW index on a top-level knn_vector field (ANN for large indices)."""
+        from lancedb.index import IvfHnswSq
+
+        idx = self._index(index)
+        spec = idx.layout.fields.get(field)
+        if spec is None or spec.kind != "vector":
+            raise BackendError(f"`{field}` is not a knn_vector field of `{index}`")
+        rows = idx.main.count_rows()
+        if rows < min_rows:
+            return False
+        metric = {"cosinesimil": "cosine", "l2": "l2", "innerproduct": "dot"}.get(spec.space_type)
+        if metric is None:
+            raise BackendError(f"no ANN index for space `{spec.space_type}`; exact search is used")
+        idx.main.create_index(spec.column, config=IvfHnswSq(distance_type=metric), replace=True)
+        return True
+
+    # ------------------------------------------------------------ reads
+
+    def get(self, index: str, doc_id: str) -> dict[str, Any] | None:
+        idx = self._index(index)
+        snap, scopes = idx.snapshot()
+        row = snap.row_of.get(str(doc_id))
+        if row is None:
+            return None
+        return self._source(idx, snap, scopes, row, None)
+
+    def count(self, index: str, query: dict[str, Any] | None = None) -> int:
+        idx = self._index(index)
+        if query is None:
+            return idx.main.count_rows()
+        ctx = self._context(idx, scoring=False)
+        return int(ex.evaluate(query, ctx).mask.sum())
+
+    def msearch(self, index: str, bodies: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        idx = self._index(index)
+        idx.snapshot()  # one snapshot load serves the whole batch
+        return [self.search(index, body) for body in bodies]
+
+    def _context(self, idx: _Index, scoring: bool = True) -> ex.Context:
+        snap, scopes = idx.snapshot()
+        vector_columns = idx.vector_indices() if snap.n_rows > ex.EXACT_SEARCH_MAX_CANDIDATES else set()
+
+        def ann(field: str, q: np.ndarray, limit: int, ef: int | None) -> np.ndarray | None:
+            spec = idx.layout.fields[field]
+            if spec.column not in vector_columns:
+                return None
+            metric = {"cosinesimil": "cosine", "l2": "l2", "innerproduct": "dot"}[spec.space_type]
+            query = idx.main.search(q, vector_column_name=spec.column).distance_type(metric).limit(limit)
+            if ef:
+                query = query.ef(max(int(ef), limit))
+            else:
+                query = query.ef(max(limit * 2, 100))
+            found = query.select(["_id"]).to_arrow().column("_id").to_pylist()
+            row_of = snap.row_of
+            return np.asarray([row_of[i] for i in found if i in row_of], dtype=np.int64)
+
+        return ex.Context(idx.layout.fields, snap, idx.name, scopes, scoring, ann=ann)
+
+    def search(self, index: str, body: dict[str, Any] | None = None, *, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        started = time.perf_counter()
+        body = dict(body or {})
+        unknown = set(body) - ex.SUPPORTED_BODY_KEYS
+        if unknown:
+            raise UnsupportedQueryError(sorted(unknown)[0], where="the search body")
+        if params and params.get("search_pipeline"):
+            raise UnsupportedQueryError(
+                "named search_pipeline", where="search params", hint="pass the pipeline inline as body.search_pipeline"
+            )
+        idx = self._index(index)
+        size = int(body.get("size", 10))
+        from_ = int(body.get("from", 0))
+        if size < 0 or from_ < 0:
+            raise BackendError("size and from must be non-negative")
+        ctx = self._context(idx)
+        query = body.get("query") or {"match_all": {}}
+        name, qbody = ex._one_clause(query, "query")
+        if name == "hybrid":
+            result = ex.eval_hybrid(qbody, ctx, body.get("search_pipeline"), max(DEFAULT_HYBRID_DEPTH, size + from_))
+        else:
+            if body.get("search_pipeline"):
+                raise UnsupportedQueryError("search_pipeline without a hybrid query", where="the search body")
+            result = ex.evaluate(query, ctx)
+        mask = result.mask
+        if body.get("min_score") is not None:
+            mask = mask & (result.score >= float(body["min_score"]))
+        rows = np.flatnonzero(mask)
+        order = rows[np.lexsort((rows, -result.score[rows]))]
+        total = int(order.size)
+        collapse = body.get("collapse")
+        collapse_values: dict[int, Any] = {}
+        if collapse:
+            order, collapse_values = self._collapse(ctx, order, collapse)
+        page = order[from_ : from_ + size]
+        snap, scopes = ctx.snapshot, ctx.nested
+        source_spec = body.get("_source")
+        hits = []
+        for row in page.tolist():
+            hit: dict[str, Any] = {"_index": index, "_id": str(snap.ids[row]), "_score": float(result.score[row])}
+            src = self._source(idx, snap, scopes, row, source_spec)
+            if src is not None:
+                hit["_source"] = src
+            if collapse:
+                hit["fields"] = {collapse["field"]: [collapse_values[row]]}
+            if ctx.inner_hits:
+                hit["inner_hits"] = self._inner_hits(idx, ctx, row, index)
+            hits.append(hit)
+        return {
+            "took": int((time.perf_counter() - started) * 1000),
+            "timed_out": False,
+            "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
+            "hits": {
+                "total": {"value": total, "relation": "eq"},
+                "max_score": float(result.score[order[0]]) if order.size else None,
+                "hits": hits,
+            },
+        }
+
+    def _collapse(self, ctx: ex.Context, order: np.ndarray, collapse: dict[str, Any]) -> tuple[np.ndarray, dict]:
+        field = collapse.get("field") if isinstance(collapse, dict) else None
+        if not field or set(collapse) - {"field"}:
+            raise UnsupportedQueryError("collapse options other than `field`")
+        spec = ctx.field(field, "collapse")
+        if spec.kind in {"vector"} or spec.analyzed:
+            raise BackendError(f"collapse needs a keyword or numeric field, `{field}` is {spec.type}")
+        col = ctx.snapshot.columns[field]
+        first_value: dict[int, Any] = {}
+        for v, p in zip(col.values.tolist(), col.parents.tolist()):
+            first_value.setdefault(p, col.vocab[v] if col.vocab is not None else v)
+        seen: set[Any] = set()
+        kept = []
+        values: dict[int, Any] = {}
+        for row in order.tolist():
+            value = first_value.get(row)
+            if value in seen:
+                continue
+            seen.add(value)
+            kept.append(row)
+            values[row] = value
+        return np.asarray(kept, dtype=np.int64), values
+
+    def _source(
+        self, idx: _Index, snap: Snapshot, scopes: dict[str, ex.NestedScope], row: int, spec: Any
+    ) -> dict[str, Any] | None:
+        if spec is False:
+            return None
+        source = json.loads(snap.sources[row])
+        for path in idx.layout.vector_paths:
+            col = snap.vectors[path]
+            if col.present[row] and ex.wants_path(spec, path):
+                _set_path(source, path, _vector_json(col.matrix[row]))
+        for path, scope in scopes.items():
+            vec_paths = [p for p, f in scope.fields.items() if f.kind == "vector" and ex.wants_path(spec, p)]
+            if not vec_paths:
+                continue
+            children = np.flatnonzero(scope.snapshot.parent_rows == row)
+            objs = _get_path(source, path)
+            if not isinstance(objs, list):
+                objs = [objs] if isinstance(objs, dict) else []
+            for child in children.tolist():
+                ord_ = int(scope.snapshot.ords[child])
+                if ord_ < len(objs):
+                    for vp in vec_paths:
+                        vcol = scope.snapshot.vectors[vp]
+                        if vcol.present[child]:
+                            _set_path(objs[ord_], vp[len(path) + 1 :], _vector_json(vcol.matrix[child]))
+        return ex.filter_source(source, spec)
+
+    def _inner_hits(self, idx: _Index, ctx: ex.Context, row: int, index: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for req in ctx.inner_hits:
+            scope = ctx.nested[req.path]
+            snap = scope.snapshot
+            children = np.flatnonzero((snap.parent_rows == row) & req.child_mask)
+            children = children[np.lexsort((snap.ords[children], -req.child_score[children]))]
+            size = int(req.options.get("size", 3))
+            from_ = int(req.options.get("from", 0))
+            hits = []
+            for child in children[from_ : from_ + size].tolist():
+                src = json.loads(snap.sources[child])
+                for vp, vcol in snap.vectors.items():
+                    if vcol.present[child] and ex.wants_path(req.options.get("_source"), vp):
+                        _set_path(src, vp[len(req.path) + 1 :], _vector_json(vcol.matrix[child]))
+                hit: dict[str, Any] = {
+                    "_index": index,
+                    "_id": str(ctx.snapshot.ids[row]),
+                    "_nested": {"field": req.path, "offset": int(snap.ords[child])},
+                    "_score": float(req.child_score[child]),
+                }
+                inner_spec = req.options.get("_source")
+                filtered = ex.filter_source({req.path: src}, inner_spec) if inner_spec not in (None, True) else None
+                hit["_source"] = (filtered or {}).get(req.path, {}) if inner_spec not in (None, True) else src
+                hits.append(hit)
+            out[req.name] = {
+                "hits": {
+                    "total": {"value": int(children.size), "relation": "eq"},
+                    "max_score": float(req.child_score[children[0]]) if children.size else None,
+                    "hits": hits,
+                }
+            }
+        return out
+
+
+def _vector_json(vec: np.ndarray) -> list[float]:
+    """float32 values as the shortest decimals that round-trip (1.4, not 1.399999976)."""
+    return [float(str(v)) for v in vec]
+
+
+def _chunks(items: list[str], size: int) -> list[list[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _to_arrow(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    columns = {}
+    for fld in schema:
+        values = [r.get(fld.name) for r in rows]
+        if pa.types.is_fixed_size_list(fld.type):
+            dim = fld.type.list_size
+            present = np.asarray([v is not None for v in values])
+            flat = np.zeros((len(values), dim), dtype=np.float32)
+            if present.any():
+                flat[present] = np.stack([v for v in values if v is not None])
+            arr = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), dim, mask=pa.array(~present))
+            columns[fld.name] = arr
+        else:
+            columns[fld.name] = pa.array(values, type=fld.type)
+    return pa.table(columns, schema=schema)
+
+
+def _set_path(obj: dict[str, Any], path: str, value: Any) -> None:
+    parts = path.split(".")
+    for p in parts[:-1]:
+        nxt = obj.get(p)
+        if not isinstance(nxt, dict):
+            nxt = obj[p] = {}
+        obj = nxt
+    obj[parts[-1]] = value
+
+
+def _get_path(obj: dict[str, Any], path: str) -> Any:
+    for p in path.split("."):
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(p)
+    return obj

@@ -1,0 +1,306 @@
+"""How an OpenSearch mapping becomes LanceDB tables.
+
+Every mapped leaf field becomes one column. Scalar fields are stored as *lists* (OpenSearch lets
+any field hold an array, and `term`/`range`/`exists` then mean "any value"), vectors as
+fixed-size float32 lists, `nested` objects as rows of a side table keyed by the parent `_id`.
+The original document is kept as `_source` JSON without its vectors (they live in their columns).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from latentsearch.backends.base import BackendError
+
+_INT_TYPES = {"integer", "long", "short", "byte", "unsigned_long", "token_count"}
+_FLOAT_TYPES = {"float", "double", "half_float", "scaled_float"}
+_STRING_TYPES = {"keyword", "text", "match_only_text", "constant_keyword", "wildcard"}
+SUPPORTED_TYPES = _INT_TYPES | _FLOAT_TYPES | _STRING_TYPES | {"boolean", "date", "knn_vector"}
+SPACES = {"l2", "cosinesimil", "innerproduct", "l1", "linf"}
+
+
+class MapperParsingError(BackendError):
+    def __init__(self, message: str):
+        super().__init__(message, status=400, error_type="mapper_parsing_exception")
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """One indexed leaf field. `source_path` differs from `path` for multi-fields (title.keyword)."""
+
+    path: str
+    type: str
+    source_path: str
+    column: str
+    dimension: int = 0
+    space_type: str = "l2"
+    ignore_above: int | None = None
+
+    @property
+    def kind(self) -> str:
+        """Storage kind: str, int, float, bool, date, vector."""
+        if self.type in _STRING_TYPES:
+            return "str"
+        if self.type in _INT_TYPES:
+            return "int"
+        if self.type in _FLOAT_TYPES:
+            return "float"
+        if self.type == "boolean":
+            return "bool"
+        if self.type == "date":
+            return "date"
+        return "vector"
+
+    @property
+    def analyzed(self) -> bool:
+        return self.type in {"text", "match_only_text"}
+
+    def arrow_type(self) -> pa.DataType:
+        return {
+            "str": pa.list_(pa.string()),
+            "int": pa.list_(pa.int64()),
+            "float": pa.list_(pa.float64()),
+            "bool": pa.list_(pa.bool_()),
+            "date": pa.list_(pa.int64()),
+            "vector": pa.list_(pa.float32(), self.dimension),
+        }[self.kind]
+
+
+@dataclass(slots=True)
+class NestedLayout:
+    path: str
+    table: str
+    fields: dict[str, FieldSpec] = field(default_factory=dict)
+
+    def arrow_schema(self) -> pa.Schema:
+        cols = [pa.field("_parent", pa.string()), pa.field("_ord", pa.int32()), pa.field("_source", pa.string())]
+        cols += [pa.field(f.column, f.arrow_type()) for f in self.fields.values()]
+        return pa.schema(cols)
+
+
+@dataclass(slots=True)
+class IndexLayout:
+    """The parsed mapping of one embedded index."""
+
+    name: str
+    fields: dict[str, FieldSpec] = field(default_factory=dict)
+    nested: dict[str, NestedLayout] = field(default_factory=dict)
+
+    @property
+    def vector_paths(self) -> list[str]:
+        return [p for p, f in self.fields.items() if f.kind == "vector"]
+
+    def arrow_schema(self) -> pa.Schema:
+        cols = [pa.field("_id", pa.string()), pa.field("_source", pa.string())]
+        cols += [pa.field(f.column, f.arrow_type()) for f in self.fields.values()]
+        return pa.schema(cols)
+
+    def field(self, path: str, where: str = "query") -> FieldSpec:
+        spec = self.fields.get(path)
+        if spec is None:
+            for nested in self.nested.values():
+                if path in nested.fields:
+                    raise BackendError(
+                        f"field `{path}` lives in nested `{nested.path}`: wrap the clause in "
+                        f'{{"nested": {{"path": "{nested.path}", "query": ...}}}}'
+                    )
+            known = ", ".join(sorted(self.fields)) or "(none)"
+            raise BackendError(
+                f"field `{path}` (in {where}) is not mapped in index `{self.name}`; the embedded backend "
+                f"queries mapped fields only. Mapped fields: {known}"
+            )
+        return spec
+
+
+def column_name(path: str) -> str:
+    return "f__" + re.sub(r"[^A-Za-z0-9_]", "_", path.replace(".", "__"))
+
+
+def _knn_params(prop: dict[str, Any], path: str) -> tuple[int, str]:
+    try:
+        dimension = int(prop["dimension"])
+    except (KeyError, TypeError, ValueError):
+        raise MapperParsingError(f"knn_vector field `{path}` needs an integer `dimension`") from None
+    method = prop.get("method") or {}
+    space = method.get("space_type") or prop.get("space_type") or "l2"
+    if space not in SPACES:
+        raise MapperParsingError(f"knn_vector `{path}`: space_type `{space}` is not supported ({sorted(SPACES)})")
+    return dimension, space
+
+
+def parse_mapping(index: str, mappings: dict[str, Any]) -> IndexLayout:
+    """Parse an OpenSearch `mappings` object; unsupported field types fail loudly."""
+    layout = IndexLayout(name=index)
+
+    def walk(props: dict[str, Any], prefix: str, target: dict[str, FieldSpec], nested_ok: bool) -> None:
+        for name, prop in props.items():
+            path = f"{prefix}{name}"
+            ftype = prop.get("type", "object" if "properties" in prop else None)
+            if ftype == "nested":
+                if not nested_ok:
+                    raise MapperParsingError(f"nested inside nested (`{path}`) is not supported by the embedded backend")
+                nested = NestedLayout(path=path, table=f"{index}__nested__{column_name(path)[3:]}")
+                walk(prop.get("properties", {}), f"{path}.", nested.fields, nested_ok=False)
+                layout.nested[path] = nested
+                continue
+            if ftype == "object" or ftype is None:
+                walk(prop.get("properties", {}), f"{path}.", target, nested_ok)
+                continue
+            if ftype not in SUPPORTED_TYPES:
+                raise MapperParsingError(
+                    f"field `{path}` has type `{ftype}`, which the embedded backend does not support; "
+                    f"supported: {', '.join(sorted(SUPPORTED_TYPES))}"
+                )
+            if ftype == "knn_vector":
+                dim, space = _knn_params(prop, path)
+                target[path] = FieldSpec(path, ftype, path, column_name(path), dimension=dim, space_type=space)
+            else:
+                target[path] = FieldSpec(path, ftype, path, column_name(path), ignore_above=prop.get("ignore_above"))
+            for sub, subprop in (prop.get("fields") or {}).items():
+                subtype = subprop.get("type")
+                if subtype not in SUPPORTED_TYPES - {"knn_vector"}:
+                    raise MapperParsingError(f"multi-field `{path}.{sub}` has unsupported type `{subtype}`")
+                subpath = f"{path}.{sub}"
+                target[subpath] = FieldSpec(
+                    subpath, subtype, path, column_name(subpath), ignore_above=subprop.get("ignore_above")
+                )
+
+    walk(mappings.get("properties", {}), "", layout.fields, nested_ok=True)
+    return layout
+
+
+# ---------------------------------------------------------------- documents -> rows
+
+
+def extract(source: Any, path: str) -> list[Any]:
+    """All values at a dotted path, flattening arrays of objects the way OpenSearch does."""
+    values = [source]
+    for part in path.split("."):
+        nxt: list[Any] = []
+        for v in values:
+            if isinstance(v, dict):
+                if part in v:
+                    nxt.append(v[part])
+            elif isinstance(v, list):
+                nxt.extend(x[part] for x in v if isinstance(x, dict) and part in x)
+        values = nxt
+    out: list[Any] = []
+    for v in values:
+        if isinstance(v, list):
+            out.extend(v)
+        else:
+            out.append(v)
+    return out
+
+
+def extract_raw(source: dict[str, Any], path: str) -> Any:
+    """The value at a dotted path without flattening (None when absent)."""
+    cur: Any = source
+    for part in path.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return None
+        cur = cur[part]
+    return cur
+
+
+def parse_date(value: Any, path: str = "date") -> int:
+    """Dates as epoch milliseconds (accepts epoch millis and ISO 8601)."""
+    if isinstance(value, bool):
+        raise MapperParsingError(f"failed to parse date field `{path}` with value {value!r}")
+    if isinstance(value, (int, float)):
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"-?\d+", text):
+            return int(text)
+        try:
+            parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise MapperParsingError(
+                f"failed to parse date field `{path}` with value {value!r}: use ISO 8601 or epoch millis"
+            ) from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.timezone.utc)
+        return int(parsed.timestamp() * 1000)
+    raise MapperParsingError(f"failed to parse date field `{path}` with value {value!r}")
+
+
+def coerce(spec: FieldSpec, values: list[Any]) -> Any:
+    """Column value for one document: a typed list (vector: a float32 array or None)."""
+    values = [v for v in values if v is not None]
+    kind = spec.kind
+    if kind == "vector":
+        if not values:
+            return None
+        vec = values if not isinstance(values[0], list) else values[0]
+        try:
+            arr = np.asarray(vec, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise MapperParsingError(f"knn_vector field `{spec.path}` must be an array of numbers") from None
+        if arr.ndim != 1 or arr.shape[0] != spec.dimension:
+            raise MapperParsingError(
+                f"vector dimension mismatch for field `{spec.path}`: expected {spec.dimension}, got {arr.size}"
+            )
+        if not np.all(np.isfinite(arr)):
+            raise MapperParsingError(f"knn_vector field `{spec.path}` holds NaN or infinite values")
+        if spec.space_type == "cosinesimil" and not np.any(arr):
+            raise MapperParsingError(f"knn_vector field `{spec.path}`: a zero vector is invalid for cosinesimil")
+        return arr
+    out: list[Any] = []
+    for v in values:
+        if isinstance(v, (dict, list)):
+            raise MapperParsingError(f"field `{spec.path}` expects {spec.type} values, got an object/array: {v!r:.80}")
+        try:
+            if kind == "str":
+                s = v if isinstance(v, str) else json.dumps(v) if isinstance(v, bool) else str(v)
+                if spec.ignore_above is not None and len(s) > spec.ignore_above:
+                    continue
+                out.append(s)
+            elif kind == "int":
+                if isinstance(v, bool):
+                    raise ValueError
+                f = float(v)
+                if f != int(f):
+                    raise ValueError
+                out.append(int(f))
+            elif kind == "float":
+                if isinstance(v, bool):
+                    raise ValueError
+                out.append(float(v))
+            elif kind == "bool":
+                if isinstance(v, bool):
+                    out.append(v)
+                elif v in ("true", "false"):
+                    out.append(v == "true")
+                else:
+                    raise ValueError
+            elif kind == "date":
+                out.append(parse_date(v, spec.path))
+        except (TypeError, ValueError):
+            raise MapperParsingError(f"failed to parse field `{spec.path}` of type `{spec.type}` from {v!r:.80}") from None
+    return out
+
+
+def strip_vectors(source: dict[str, Any], layout: IndexLayout) -> dict[str, Any]:
+    """A copy of the document without vector values (they are stored in their own columns)."""
+    vector_paths = set(layout.vector_paths)
+    for nested in layout.nested.values():
+        vector_paths.update(p for p, f in nested.fields.items() if f.kind == "vector")
+
+    def walk(obj: Any, prefix: str) -> Any:
+        if isinstance(obj, dict):
+            return {
+                k: walk(v, f"{prefix}{k}.") for k, v in obj.items() if f"{prefix}{k}" not in vector_paths
+            }
+        if isinstance(obj, list):
+            return [walk(x, prefix) for x in obj]
+        return obj
+
+    return walk(source, "")

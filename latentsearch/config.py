@@ -1,0 +1,223 @@
+"""Typed configuration: one pydantic model read from defaults, a TOML/YAML file and `LATENTSEARCH_*` env.
+
+Precedence (highest first): explicit overrides (CLI flags) > environment > config file > defaults.
+Nested fields use `__` in env names, e.g. `LATENTSEARCH_BACKEND__URL=https://localhost:9200`,
+`LATENTSEARCH_INGEST__EMBED_BATCH_SIZE=64`. The config file is `$LATENTSEARCH_CONFIG`, or
+`./latentsearch.toml` / `./latentsearch.yaml` when present.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+BackendKind = Literal["embedded", "opensearch", "elasticsearch"]
+
+
+def default_home() -> Path:
+    """Where the embedded engine, caches and checkpoints live unless configured otherwise."""
+    return Path(os.environ.get("LATENTSEARCH_HOME", Path.home() / ".latentsearch"))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class LatentEntityType(_Strict):
+    """One latent entity type of an index, e.g. `disease`; `options` turns extraction into a choice."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="Field-safe name: latent.<name>")
+    description: str | None = Field(None, description="Natural-language type used in the prompt")
+    options: list[str] | None = Field(None, description="Closed label set (supervised LentEx variant)")
+
+    @property
+    def prompt_name(self) -> str:
+        return self.description or self.name.replace("_", " ")
+
+
+class EntitySchema(_Strict):
+    """The index's entity schema: what kind of text it holds and which latent entities to extract."""
+
+    text_type: str = "document"
+    latent_types: list[LatentEntityType] = Field(default_factory=list)
+
+    @field_validator("latent_types", mode="before")
+    @classmethod
+    def _names_to_types(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if isinstance(value, list):
+            return [{"name": v.strip()} if isinstance(v, str) else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> EntitySchema:
+        names = [t.name for t in self.latent_types]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"latent entity types must be unique; repeated: {dupes}")
+        return self
+
+    @property
+    def type_names(self) -> list[str]:
+        return [t.name for t in self.latent_types]
+
+
+class AuthConfig(_Strict):
+    """How to authenticate against a cluster. `aws_sigv4` signs with boto3's default credentials."""
+
+    kind: Literal["none", "basic", "api_key", "aws_sigv4"] = "none"
+    username: str | None = None
+    password: SecretStr | None = None
+    api_key: SecretStr | None = None
+    aws_region: str | None = None
+    aws_service: Literal["es", "aoss"] = Field("es", description="`aoss` for OpenSearch Serverless")
+
+    @model_validator(mode="after")
+    def _complete(self) -> AuthConfig:
+        if self.kind == "basic" and not (self.username and self.password):
+            raise ValueError("auth.kind=basic needs auth.username and auth.password")
+        if self.kind == "api_key" and not self.api_key:
+            raise ValueError("auth.kind=api_key needs auth.api_key")
+        if self.kind == "aws_sigv4" and not self.aws_region:
+            raise ValueError("auth.kind=aws_sigv4 needs auth.aws_region (e.g. us-east-1)")
+        return self
+
+
+class TLSConfig(_Strict):
+    verify: bool = True
+    ca_certs: Path | None = Field(None, description="CA bundle (PEM) used to verify the cluster")
+    client_cert: Path | None = None
+    client_key: Path | None = None
+
+
+class BackendConfig(_Strict):
+    """Which engine to talk to. With no `url` the embedded LanceDB engine is used."""
+
+    kind: BackendKind | None = Field(None, description="Default: embedded without url, else opensearch")
+    url: str | None = None
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    tls: TLSConfig = Field(default_factory=TLSConfig)
+    timeout_s: float = 30.0
+    max_retries: int = 3
+    embedded_path: Path | None = Field(None, description="LanceDB folder; default $LATENTSEARCH_HOME/db")
+
+    @property
+    def resolved_kind(self) -> BackendKind:
+        if self.kind:
+            return self.kind
+        return "opensearch" if self.url else "embedded"
+
+    @property
+    def resolved_embedded_path(self) -> Path:
+        return self.embedded_path or default_home() / "db"
+
+
+class VectorIndexConfig(_Strict):
+    """k-NN field settings (OpenSearch `knn_vector` method)."""
+
+    engine: Literal["lucene", "faiss"] = "lucene"
+    space_type: Literal["cosinesimil", "l2", "innerproduct"] = "cosinesimil"
+    m: int = Field(16, ge=2, le=512)
+    ef_construction: int = Field(128, ge=8)
+    ef_search: int = Field(100, ge=1)
+
+
+class ModelsConfig(_Strict):
+    """Model locations. Names resolve to offline PyPI packages; any local path works too."""
+
+    embedder: str = Field("all-MiniLM-L6-v2", description="sentence-transformers name or folder")
+    device: str = "cpu"
+
+
+class IngestConfig(_Strict):
+    chunk_tokens: int | None = Field(
+        None, ge=16, description="Chunk size in embedder tokens; default min(512, embedder max length)"
+    )
+    chunk_overlap: int = Field(10, ge=0)
+    embed_batch_size: int = Field(64, ge=1)
+    write_batch_size: int = Field(256, ge=1)
+    max_retries: int = Field(5, ge=0)
+    backoff_initial_s: float = Field(0.5, gt=0)
+    backoff_max_s: float = Field(30.0, gt=0)
+    cache: bool = Field(True, description="Content-hash cache of processor outputs")
+
+
+class Settings(BaseSettings):
+    """All of latentsearch's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LATENTSEARCH_", env_nested_delimiter="__", extra="forbid", populate_by_name=True
+    )
+
+    index: str = Field("latentsearch", pattern=r"^[a-z0-9][a-z0-9_\-.]*$")
+    backend: BackendConfig = Field(default_factory=BackendConfig)
+    entities: EntitySchema = Field(default_factory=EntitySchema)
+    vector: VectorIndexConfig = Field(default_factory=VectorIndexConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    home: Path = Field(default_factory=default_home, description="Caches, checkpoints, embedded db")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _FileSource(settings_cls))
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+
+def find_config_file() -> Path | None:
+    explicit = os.environ.get("LATENTSEARCH_CONFIG")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise FileNotFoundError(f"LATENTSEARCH_CONFIG points to {path}, which is not a file")
+        return path
+    for name in ("latentsearch.toml", "latentsearch.yaml", "latentsearch.yml"):
+        if Path(name).is_file():
+            return Path(name)
+    return None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".toml":
+        data = tomllib.loads(text)
+    elif path.suffix in {".yaml", ".yml"}:
+        data = yaml.safe_load(text) or {}
+    else:
+        raise ValueError(f"config file {path} must end in .toml, .yaml or .yml")
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must hold a mapping at the top level")
+    return data.get("latentsearch", data)
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = find_config_file()
+        return read_config_file(path) if path else {}
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from defaults < file < env < overrides; `config_file` replaces the file lookup."""
+    if config_file is not None:
+        os.environ["LATENTSEARCH_CONFIG"] = str(config_file)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**overrides)

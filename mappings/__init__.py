@@ -1,0 +1,23 @@
+"""Index mappings, settings and (later) pipeline/connector JSON, generated per backend.
+
+`generated/` holds the JSON written by `python -m latentsearch.mappings` for docker/ and cluster
+admins who apply definitions by hand.
+"""
+
+from latentsearch.mappings.builder import (
+    MENTION_DIMENSION,
+    elasticsearch_index_body,
+    index_body,
+    opensearch_index_body,
+    schema_from_mapping,
+    to_elasticsearch_mappings,
+)
+
+__all__ = [
+    "MENTION_DIMENSION",
+    "elasticsearch_index_body",
+    "index_body",
+    "opensearch_index_body",
+    "schema_from_mapping",
+    "to_elasticsearch_mappings",
+]

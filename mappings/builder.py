@@ -1,0 +1,170 @@
+"""Index definitions generated from the entity schema, per backend.
+
+One chunk is one document in the index:
+
+    doc_id, chunk{no,count,start,end}, title, text, source{path,line}, metadata{...}, content_hash,
+    vector (knn), latent.<type> (keyword arrays), mentions (nested: text,start,end,type,vector),
+    links (nested: mention,start,end,entity_id,score)
+
+The OpenSearch body is canonical; the embedded engine reads it as is, Elasticsearch gets a
+`dense_vector` translation.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Literal
+
+from latentsearch.config import EntitySchema, VectorIndexConfig
+
+MAPPING_VERSION = 1
+MENTION_DIMENSION = 500
+
+TargetBackend = Literal["opensearch", "elasticsearch", "embedded"]
+
+
+def _knn_vector(dimension: int, vector: VectorIndexConfig) -> dict[str, Any]:
+    parameters: dict[str, Any] = {"m": vector.m, "ef_construction": vector.ef_construction}
+    return {
+        "type": "knn_vector",
+        "dimension": dimension,
+        "method": {
+            "name": "hnsw",
+            "space_type": vector.space_type,
+            "engine": vector.engine,
+            "parameters": parameters,
+        },
+    }
+
+
+def opensearch_index_body(
+    schema: EntitySchema,
+    *,
+    dimension: int,
+    vector: VectorIndexConfig | None = None,
+    mention_dimension: int = MENTION_DIMENSION,
+    embedder: str | None = None,
+    shards: int = 1,
+    replicas: int = 0,
+) -> dict[str, Any]:
+    """The OpenSearch create-index body (settings + mappings) for an index with this schema."""
+    vector = vector or VectorIndexConfig()
+    latent_props = {t.name: {"type": "keyword"} for t in schema.latent_types}
+    index_settings: dict[str, Any] = {
+        "number_of_shards": shards,
+        "number_of_replicas": replicas,
+        "knn": True,
+    }
+    return {
+        "settings": {"index": index_settings},
+        "mappings": {
+            "dynamic": "true",
+            "_meta": {
+                "latentsearch": {
+                    "mapping_version": MAPPING_VERSION,
+                    "entities": schema.model_dump(exclude_none=True),
+                    "embedder": embedder,
+                    "dimension": dimension,
+                    "mention_dimension": mention_dimension,
+                }
+            },
+            "properties": {
+                "doc_id": {"type": "keyword"},
+                "chunk": {
+                    "properties": {
+                        "no": {"type": "integer"},
+                        "count": {"type": "integer"},
+                        "start": {"type": "integer"},
+                        "end": {"type": "integer"},
+                    }
+                },
+                "title": {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}},
+                "text": {"type": "text"},
+                "source": {"properties": {"path": {"type": "keyword"}, "line": {"type": "integer"}}},
+                "metadata": {"type": "object", "dynamic": "true"},
+                "content_hash": {"type": "keyword"},
+                "vector": _knn_vector(dimension, vector),
+                "latent": {"properties": latent_props},
+                "mentions": {
+                    "type": "nested",
+                    "properties": {
+                        "text": {"type": "keyword"},
+                        "start": {"type": "integer"},
+                        "end": {"type": "integer"},
+                        "type": {"type": "keyword"},
+                        "vector": _knn_vector(mention_dimension, vector),
+                    },
+                },
+                "links": {
+                    "type": "nested",
+                    "properties": {
+                        "mention": {"type": "keyword"},
+                        "start": {"type": "integer"},
+                        "end": {"type": "integer"},
+                        "entity_id": {"type": "keyword"},
+                        "score": {"type": "float"},
+                    },
+                },
+            },
+        },
+    }
+
+
+_ES_SIMILARITY = {"cosinesimil": "cosine", "l2": "l2_norm", "innerproduct": "max_inner_product"}
+
+
+def to_elasticsearch_mappings(mappings: dict[str, Any]) -> dict[str, Any]:
+    """Rewrite OpenSearch `knn_vector` properties into Elasticsearch `dense_vector` ones."""
+    out = copy.deepcopy(mappings)
+
+    def walk(props: dict[str, Any]) -> None:
+        for name, prop in list(props.items()):
+            if prop.get("type") == "knn_vector":
+                method = prop.get("method", {})
+                params = method.get("parameters", {})
+                props[name] = {
+                    "type": "dense_vector",
+                    "dims": prop["dimension"],
+                    "index": True,
+                    "similarity": _ES_SIMILARITY[method.get("space_type", "cosinesimil")],
+                    "index_options": {
+                        "type": "hnsw",
+                        "m": params.get("m", 16),
+                        "ef_construction": params.get("ef_construction", 100),
+                    },
+                }
+            elif "properties" in prop:
+                walk(prop["properties"])
+
+    walk(out.get("properties", {}))
+    return out
+
+
+def elasticsearch_index_body(opensearch_body: dict[str, Any]) -> dict[str, Any]:
+    """The Elasticsearch create-index body equivalent to an OpenSearch one."""
+    settings = copy.deepcopy(opensearch_body.get("settings", {}))
+    index_settings = settings.get("index", {})
+    for key in [k for k in index_settings if k == "knn" or k.startswith("knn.")]:
+        index_settings.pop(key)
+    return {"settings": settings, "mappings": to_elasticsearch_mappings(opensearch_body["mappings"])}
+
+
+def index_body(
+    backend: TargetBackend,
+    schema: EntitySchema,
+    *,
+    dimension: int,
+    vector: VectorIndexConfig | None = None,
+    embedder: str | None = None,
+) -> dict[str, Any]:
+    """The create-index body for `backend` (embedded reads the OpenSearch body)."""
+    body = opensearch_index_body(schema, dimension=dimension, vector=vector, embedder=embedder)
+    return elasticsearch_index_body(body) if backend == "elasticsearch" else body
+
+
+def schema_from_mapping(mappings: dict[str, Any]) -> EntitySchema | None:
+    """The entity schema stored in an index's `_meta` (None for indices latentsearch did not create)."""
+    meta = (mappings.get("_meta") or {}).get("latentsearch")
+    if not meta:
+        return None
+    return EntitySchema.model_validate(meta.get("entities", {}))

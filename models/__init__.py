@@ -1,0 +1,1 @@
+"""Models: a per-process registry (each model loads once) and the encoders built on it."""
