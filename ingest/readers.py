@@ -138,7 +138,7 @@ class _Row(NamedTuple):
     raw: str | None
 
 
-# --------------------------------------------------------------------------------------------- detection
+# ------------------------------------------------------------------------------------------- detection
 
 
 def detect_format(path: str | os.PathLike[str]) -> str:
@@ -194,7 +194,7 @@ def _beir_corpus(p: Path) -> Path | None:
     return None
 
 
-# --------------------------------------------------------------------------------------------- public API
+# ------------------------------------------------------------------------------------------ public API
 
 
 def read_records(
@@ -384,7 +384,7 @@ def _derived_id(source_path: str, line: int) -> str:
     return "auto-" + hashlib.sha1(f"{source_path}:{line}".encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
-# --------------------------------------------------------------------------------------------- field mapping
+# --------------------------------------------------------------------------------------- field mapping
 
 
 def _to_record(row: _Row, fm: FieldMap, source_path: str) -> Item:
@@ -484,7 +484,7 @@ def _metadata(obj: dict[str, Any], fm: FieldMap) -> dict[str, Any]:
     return md
 
 
-# --------------------------------------------------------------------------------------------- file opening
+# ---------------------------------------------------------------------------------------- file opening
 
 
 @contextmanager
@@ -519,7 +519,7 @@ def _count_lines(path: Path) -> int:
     return n + (last != b"\n")
 
 
-# --------------------------------------------------------------------------------------------- JSONL
+# ----------------------------------------------------------------------------------------------- JSONL
 
 
 def _read_jsonl(path: Path) -> Iterator[_Row | Rejected]:
@@ -576,7 +576,10 @@ def _read_jsonl(path: Path) -> Iterator[_Row | Rejected]:
                 continue
             except (ValueError, RecursionError) as e:
                 yield Rejected(
-                    reason=f"line {lineno}: malformed JSON: {e}", source_path=src, line=lineno, raw=_clip(text)
+                    reason=f"line {lineno}: malformed JSON: {e}",
+                    source_path=src,
+                    line=lineno,
+                    raw=_clip(text),
                 )
                 continue
             if not isinstance(obj, dict):
@@ -590,7 +593,7 @@ def _read_jsonl(path: Path) -> Iterator[_Row | Rejected]:
             yield _Row(lineno, obj, text)
 
 
-# --------------------------------------------------------------------------------------------- CSV / TSV
+# ------------------------------------------------------------------------------------------- CSV / TSV
 
 
 def _raise_csv_field_limit() -> None:
@@ -741,7 +744,7 @@ def _read_parquet(path: Path, fm: FieldMap) -> Iterator[_Row | Rejected]:
         pf.close()
 
 
-# --------------------------------------------------------------------------------------------- text folders
+# ---------------------------------------------------------------------------------------- text folders
 
 
 def _iter_text_files(root: Path) -> Iterator[Path]:
@@ -819,7 +822,8 @@ def _read_textdir(root: Path) -> Iterator[Item]:
             text = data.decode("utf-8")
         except UnicodeDecodeError as e:
             yield Rejected(
-                reason=f"not valid UTF-8 (byte 0x{data[e.start : e.start + 1].hex()} at byte offset {e.start}); "
+                reason=f"not valid UTF-8 (byte 0x{data[e.start : e.start + 1].hex()} at byte offset "
+                f"{e.start}); "
                 "re-encode the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`",
                 source_path=src,
                 line=1,

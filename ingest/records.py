@@ -48,7 +48,7 @@ class Chunk(BaseModel):
     source_path: str | None = None
     line: int | None = None
     # enrichment outputs, filled by processors
-    vector: list[float] | None = None
+    vector: Any = Field(None, description="Dense vector (numpy float32 array or list)")
     latent: dict[str, list[str]] = Field(default_factory=dict)
     mentions: list[dict[str, Any]] = Field(default_factory=list)
     links: list[dict[str, Any]] = Field(default_factory=list)

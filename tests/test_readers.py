@@ -33,7 +33,7 @@ SCIFACT_CANDIDATES = [
 ]
 
 
-# ------------------------------------------------------------------------------------------------ helpers
+# --------------------------------------------------------------------------------------------- helpers
 
 
 def split(items: Any) -> tuple[list[SourceRecord], list[Rejected]]:
@@ -62,7 +62,7 @@ GOOD = [
 ]
 
 
-# ------------------------------------------------------------------------------------------------ detection
+# ------------------------------------------------------------------------------------------- detection
 
 
 @pytest.mark.parametrize(
@@ -124,7 +124,7 @@ def test_bad_arguments_raise_eagerly(tmp_path: Path) -> None:
         FieldMap(txt_field="body")  # type: ignore[call-arg]  # typos are caught, not ignored
 
 
-# ------------------------------------------------------------------------------------------------ JSONL
+# ----------------------------------------------------------------------------------------------- JSONL
 
 
 def test_jsonl_basic_and_default_metadata(tmp_path: Path) -> None:
@@ -170,7 +170,10 @@ def test_truncated_gzip_keeps_what_was_read(tmp_path: Path) -> None:
 def test_malformed_json_line_reports_line_and_keeps_neighbours(tmp_path: Path) -> None:
     p = tmp_path / "a.jsonl"
     p.write_text(
-        json.dumps(GOOD[0]) + "\n" + json.dumps(GOOD[1]) + "\n" + '{"_id": "bad", "text": "oops",\n' + json.dumps(GOOD[2]) + "\n"
+        json.dumps(GOOD[0]) + "\n"
+        + json.dumps(GOOD[1]) + "\n"
+        + '{"_id": "bad", "text": "oops",\n'
+        + json.dumps(GOOD[2]) + "\n"
     )
     recs, rejs = split(read_records(p))
     assert [r.id for r in recs] == ["a", "b", "c"]
@@ -181,7 +184,9 @@ def test_malformed_json_line_reports_line_and_keeps_neighbours(tmp_path: Path) -
     assert rej.raw is not None and rej.raw.startswith('{"_id": "bad"')
 
 
-@pytest.mark.parametrize(("line", "kind"), [("[1, 2]", "array"), ('"just a string"', "string"), ("42", "number"), ("null", "null")])
+@pytest.mark.parametrize(
+    ("line", "kind"), [("[1, 2]", "array"), ('"just a string"', "string"), ("42", "number"), ("null", "null")]
+)
 def test_non_object_line_rejected(tmp_path: Path, line: str, kind: str) -> None:
     p = tmp_path / "a.jsonl"
     p.write_text(json.dumps(GOOD[0]) + "\n" + line + "\n" + json.dumps(GOOD[1]) + "\n")
@@ -277,7 +282,7 @@ def test_limit_counts_records_not_rejects(tmp_path: Path) -> None:
     assert list(read_records(p, limit=0)) == []
 
 
-# ------------------------------------------------------------------------------------------------ field mapping
+# --------------------------------------------------------------------------------------- field mapping
 
 
 def test_id_fallback_numbers_and_derived_ids(tmp_path: Path) -> None:
@@ -330,7 +335,12 @@ def test_custom_fields_dotted_and_joined_text(tmp_path: Path) -> None:
 def test_explicit_metadata_fields_and_dict_field_map(tmp_path: Path) -> None:
     rows = [{"pid": "p1", "body": "text", "year": 2001, "src": {"db": "pubmed", "n": 3}, "noise": "drop me"}]
     p = write_jsonl(tmp_path / "a.jsonl", rows)
-    fields = {"id_field": "pid", "text_field": "body", "title_field": None, "metadata_fields": ["year", "src.db", "absent"]}
+    fields = {
+        "id_field": "pid",
+        "text_field": "body",
+        "title_field": None,
+        "metadata_fields": ["year", "src.db", "absent"],
+    }
     (rec,), _ = split(read_records(p, fields=fields))
     assert rec.id == "p1" and rec.title is None
     assert rec.metadata == {"year": 2001, "src": {"db": "pubmed"}}
@@ -343,7 +353,7 @@ def test_nested_metadata_object_is_merged(tmp_path: Path) -> None:
     assert rec.metadata == {"a": 1, "b": 3}  # top-level field wins on a clash
 
 
-# ------------------------------------------------------------------------------------------------ CSV / TSV
+# ------------------------------------------------------------------------------------------- CSV / TSV
 
 
 def test_csv_lines_follow_file_lines(tmp_path: Path) -> None:
@@ -383,15 +393,17 @@ def test_csv_bad_rows_keep_neighbours(tmp_path: Path) -> None:
 
 
 def test_tsv_gz_and_bom(tmp_path: Path) -> None:
-    plain = write_csv(tmp_path / "tmp.tsv", [["_id", "text", "k"], ["a", 'say "hi"', "v"], ["b", "x\ty", "w"]], "\t")
+    rows = [["_id", "text", "k"], ["a", 'say "hi"', "v"], ["b", "x\ty", "w"]]
+    plain = write_csv(tmp_path / "tmp.tsv", rows, "\t")
     p = tmp_path / "a.tsv.gz"
     p.write_bytes(gzip.compress(b"\xef\xbb\xbf" + plain.read_bytes()))
     recs, rejs = split(read_records(p))
     assert rejs == []
-    assert [(r.id, r.text, r.metadata) for r in recs] == [("a", 'say "hi"', {"k": "v"}), ("b", "x\ty", {"k": "w"})]
+    got = [(r.id, r.text, r.metadata) for r in recs]
+    assert got == [("a", 'say "hi"', {"k": "v"}), ("b", "x\ty", {"k": "w"})]
 
 
-# ------------------------------------------------------------------------------------------------ Parquet
+# --------------------------------------------------------------------------------------------- Parquet
 
 
 def test_parquet_streams_row_groups(tmp_path: Path) -> None:
@@ -426,7 +438,7 @@ def test_unreadable_parquet_is_one_reject(tmp_path: Path) -> None:
     assert recs == [] and len(rejs) == 1 and "Parquet" in rejs[0].reason
 
 
-# ------------------------------------------------------------------------------------------------ folders
+# --------------------------------------------------------------------------------------------- folders
 
 
 def test_beir_folder(tmp_path: Path) -> None:
@@ -445,7 +457,8 @@ def test_text_folder(tmp_path: Path) -> None:
     (d / ".git").mkdir()
     (d / ".git" / "x.md").write_text("# hidden\n")
     (d / "z.txt").write_text("plain text\n")
-    (d / "a.md").write_text("---\ntitle: fm\n---\n```\n# not a heading\n```\nIntro\n\n## Real *Title* ##\nbody\n")
+    md = "---\ntitle: fm\n---\n```\n# not a heading\n```\nIntro\n\n## Real *Title* ##\nbody\n"
+    (d / "a.md").write_text(md)
     (d / "b" / "setext.md").write_text("Setext Title\n============\n\ntext\n")
     (d / "b" / "deep" / "none.md").write_text("no heading here\n")
     (d / "b" / "latin.txt").write_bytes(b"caf\xe9\n")
@@ -455,7 +468,12 @@ def test_text_folder(tmp_path: Path) -> None:
     recs, rejs = split(read_records(d))
     assert [r.id for r in recs] == ["a.md", "b/deep/none.md", "b/setext.md", "z.txt"]
     titles = {r.id: r.title for r in recs}
-    assert titles == {"a.md": "Real *Title*", "b/deep/none.md": "none", "b/setext.md": "Setext Title", "z.txt": "z"}
+    assert titles == {
+        "a.md": "Real *Title*",
+        "b/deep/none.md": "none",
+        "b/setext.md": "Setext Title",
+        "z.txt": "z",
+    }
     assert recs[0].text.startswith("---\ntitle: fm") and all(r.line == 1 for r in recs)
     assert {r.id for r in rejs} == {"b/empty.txt", "b/latin.txt"}
     latin = next(r for r in rejs if r.id == "b/latin.txt")
@@ -469,7 +487,7 @@ def test_markdown_title_edge_cases() -> None:
     assert markdown_title("no title") is None
 
 
-# ------------------------------------------------------------------------------------------------ real data
+# ------------------------------------------------------------------------------------------- real data
 
 
 def test_scifact_slice(tmp_path: Path) -> None:

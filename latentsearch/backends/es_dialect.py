@@ -38,11 +38,20 @@ MAX_NUM_CANDIDATES = 10_000
 # OpenSearch space_type -> ES similarity (index time), and back for get_mapping.
 OS_TO_ES_SIMILARITY = {"cosinesimil": "cosine", "l2": "l2_norm", "innerproduct": "max_inner_product"}
 # dot_product is cosine on unit vectors and ES scores it exactly like OpenSearch cosinesimil.
-ES_TO_OS_SPACE = {"cosine": "cosinesimil", "dot_product": "cosinesimil", "l2_norm": "l2", "max_inner_product": "innerproduct"}
+ES_TO_OS_SPACE = {
+    "cosine": "cosinesimil",
+    "dot_product": "cosinesimil",
+    "l2_norm": "l2",
+    "max_inner_product": "innerproduct",
+}
 
 _KNN_KEYS = {"vector", "k", "filter", "min_score", "max_distance", "method_parameters", "boost", "_name"}
 # Compound queries whose children are queries: key -> how the children are stored.
-_CHILD_QUERY = {"constant_score": ("filter",), "boosting": ("positive", "negative"), "function_score": ("query",)}
+_CHILD_QUERY = {
+    "constant_score": ("filter",),
+    "boosting": ("positive", "negative"),
+    "function_score": ("query",),
+}
 
 
 class DialectError(BackendError):
@@ -129,7 +138,9 @@ def radial_similarity(
     if sim in ("cosine", "dot_product"):
         if min_score is not None:
             if min_score > 1:
-                raise DialectError(f"knn min_score {min_score} > 1 can never match a cosine field (scores are ≤ 1)")
+                raise DialectError(
+                    f"knn min_score {min_score} > 1 can never match a cosine field (scores are ≤ 1)"
+                )
             return None if min_score <= 0 else 2 * min_score - 1
         assert max_distance is not None
         if max_distance < 0:
@@ -138,7 +149,9 @@ def radial_similarity(
     if sim == "l2_norm":
         if min_score is not None:
             if min_score > 1:
-                raise DialectError(f"knn min_score {min_score} > 1 can never match an l2 field (scores are ≤ 1)")
+                raise DialectError(
+                    f"knn min_score {min_score} > 1 can never match an l2 field (scores are ≤ 1)"
+                )
             return None if min_score <= 0 else math.sqrt(1 / min_score - 1)
         assert max_distance is not None
         if max_distance < 0:
@@ -182,8 +195,10 @@ class QueryTranslator:
 
     def query(self, query: Mapping[str, Any], where: str = "query") -> dict[str, Any]:
         if not isinstance(query, Mapping) or len(query) != 1:
-            raise DialectError(f"a query clause must be an object with exactly one key (in {where}), got {query!r}")
-        (name, body), = query.items()
+            raise DialectError(
+                f"a query clause must be an object with exactly one key (in {where}), got {query!r}"
+            )
+        ((name, body),) = query.items()
         if name == "knn":
             return self.knn(body, where)
         if name == "hybrid":
@@ -207,7 +222,9 @@ class QueryTranslator:
             return {"nested": out}
         if name == "dis_max":
             out = dict(body)
-            out["queries"] = [self.query(q, f"{where}.dis_max[{i}]") for i, q in enumerate(body.get("queries", []))]
+            out["queries"] = [
+                self.query(q, f"{where}.dis_max[{i}]") for i, q in enumerate(body.get("queries", []))
+            ]
             return {"dis_max": out}
         if name in _CHILD_QUERY:
             out = dict(body)
@@ -222,11 +239,12 @@ class QueryTranslator:
     def knn(self, body: Mapping[str, Any], where: str) -> dict[str, Any]:
         if not isinstance(body, Mapping) or len(body) != 1:
             raise DialectError(f"knn takes exactly one vector field (in {where}), got {list(body)}")
-        (field, spec), = body.items()
+        ((field, spec),) = body.items()
         unknown = set(spec) - _KNN_KEYS
         if unknown:
             raise DialectError(
-                f"knn option(s) {sorted(unknown)} on `{field}` have no Elasticsearch equivalent (in {where}); "
+                f"knn option(s) {sorted(unknown)} on `{field}` have no Elasticsearch equivalent "
+                f"(in {where}); "
                 f"supported: {sorted(_KNN_KEYS)}"
             )
         if "vector" not in spec:
@@ -236,14 +254,17 @@ class QueryTranslator:
         ef_search = (spec.get("method_parameters") or {}).get("ef_search")
         extra_params = set(spec.get("method_parameters") or {}) - {"ef_search"}
         if extra_params:
-            raise DialectError(f"knn method_parameters {sorted(extra_params)} have no Elasticsearch equivalent")
+            raise DialectError(
+                f"knn method_parameters {sorted(extra_params)} have no Elasticsearch equivalent"
+            )
         if min_score is not None or max_distance is not None:
             if spec.get("k") is not None:
                 raise DialectError(f"knn on `{field}`: use exactly one of k, min_score, max_distance")
             es_sim = self.similarity_of(field) if self.similarity_of else None
             if es_sim is None:
                 raise DialectError(
-                    f"radial knn (min_score/max_distance) on `{field}` needs the field's similarity to convert "
+                    f"radial knn (min_score/max_distance) on `{field}` needs the field's similarity "
+                    "to convert "
                     "the threshold, but it is not a dense_vector in the index mapping"
                 )
             threshold = radial_similarity(es_sim, min_score=min_score, max_distance=max_distance)
@@ -257,7 +278,9 @@ class QueryTranslator:
         else:
             k = spec.get("k")
             if not isinstance(k, int) or k < 1:
-                raise DialectError(f"knn on `{field}` needs a positive integer k (or min_score / max_distance)")
+                raise DialectError(
+                    f"knn on `{field}` needs a positive integer k (or min_score / max_distance)"
+                )
             if k > MAX_NUM_CANDIDATES:
                 raise DialectError(f"knn k={k} exceeds Elasticsearch's limit of {MAX_NUM_CANDIDATES}")
             if ef_search:
@@ -293,7 +316,9 @@ def _hybrid_retriever(
     extra = set(hybrid) - {"queries"}
     if extra:
         raise DialectError(f"hybrid option(s) {sorted(extra)} have no Elasticsearch equivalent")
-    subs = [{"standard": {"query": translator.query(q, f"hybrid.queries[{i}]")}} for i, q in enumerate(queries)]
+    subs = [
+        {"standard": {"query": translator.query(q, f"hybrid.queries[{i}]")}} for i, q in enumerate(queries)
+    ]
     if mode == "rrf":
         # RRF fuses ranks, so OpenSearch's score normalisation (the search pipeline) has no role.
         return {"rrf": {"retrievers": subs, "rank_window_size": window, "rank_constant": rank_constant}}
@@ -314,13 +339,16 @@ def _hybrid_retriever(
             combination = proc.get("combination") or {}
             if combination.get("technique", "arithmetic_mean") != "arithmetic_mean":
                 raise DialectError(
-                    f"combination `{combination.get('technique')}` cannot be expressed by ES's linear retriever "
-                    "(a weighted sum, i.e. arithmetic_mean up to a constant); use arithmetic_mean or hybrid mode rrf"
+                    f"combination `{combination.get('technique')}` cannot be expressed by ES's linear "
+                    "retriever (a weighted sum, i.e. arithmetic_mean up to a constant); use "
+                    "arithmetic_mean or hybrid mode rrf"
                 )
             weights = (combination.get("parameters") or {}).get("weights")
     normalizer = {"min_max": "minmax", "l2": "l2_norm"}.get(technique)
     if normalizer is None:
-        raise DialectError(f"normalization technique `{technique}` has no Elasticsearch linear-retriever normalizer")
+        raise DialectError(
+            f"normalization technique `{technique}` has no Elasticsearch linear-retriever normalizer"
+        )
     if weights is not None and len(weights) != len(subs):
         raise DialectError(f"{len(weights)} hybrid weights for {len(subs)} sub-queries")
     entries = [
@@ -352,12 +380,19 @@ def translate_search_body(
     query = out.get("query")
     if isinstance(query, Mapping) and set(query) == {"hybrid"}:
         if "min_score" in out:
-            raise DialectError("min_score cannot be combined with a hybrid query on Elasticsearch (retrievers forbid it)")
+            raise DialectError(
+                "min_score cannot be combined with a hybrid query on Elasticsearch (retrievers forbid it)"
+            )
         size = int(out.get("size", 10))
         window = max(size + int(out.get("from", 0)), 10)
         out.pop("query")
         out["retriever"] = _hybrid_retriever(
-            query["hybrid"], translator, mode=hybrid, window=window, pipeline=pipeline, rank_constant=rank_constant
+            query["hybrid"],
+            translator,
+            mode=hybrid,
+            window=window,
+            pipeline=pipeline,
+            rank_constant=rank_constant,
         )
         return out, es_params
     if pipeline is not None:

@@ -246,6 +246,8 @@ class QueryGenerator:
         value = self.latent_value(field)
         if self.rng.random() < 0.15:
             return {"term": {f"latent.{field}": {"value": value}}}
+        if self.rng.random() < 0.05:
+            return {"term": {f"latent.{field}": {"value": value, "boost": 2.0}}}
         return {"term": {f"latent.{field}": value}}
 
     def terms_latent(self) -> dict[str, Any]:
@@ -300,8 +302,13 @@ class QueryGenerator:
         rng = self.rng
         words = rng.sample(WORDS + ["expression", "binding", "to"], rng.randint(1, 3))
         body: dict[str, Any] = {"query": " ".join(words), "fields": ["title", "text"], "type": "best_fields"}
-        if rng.random() < 0.4:
+        r = rng.random()
+        if r < 0.35:
             body["operator"] = "and"
+        elif r < 0.5 and len(words) > 1:
+            body["minimum_should_match"] = msm_value(rng.choice(["int", "neg_int", "percent"]), len(words), rng)
+        if rng.random() < 0.25:
+            body["fields"] = ["title^2", "text"]
         return {"multi_match": body}
 
     def title_keyword(self) -> dict[str, Any]:
@@ -495,6 +502,12 @@ EDGE_CASES: list[tuple[str, dict[str, Any]]] = [
     ("msm-75pct-of-4", _latent_should("disease", DISEASES[:4], "75%")),
     ("msm-75pct-of-5", _latent_should("disease", DISEASES[:5], "75%")),
     ("msm-neg-25pct-of-5", _latent_should("disease", DISEASES[:5], "-25%")),
+    ("msm-neg-25pct-of-3", _latent_should("disease", DISEASES[:3], "-25%")),
+    ("msm-neg-34pct-of-2", _latent_should("disease", DISEASES[:2], "-34%")),
+    ("msm-2<-25%_9<-3-of-3", _latent_should("disease", DISEASES[:3], "2<-25% 9<-3")),
+    ("msm-spaces-3_<_90%", _latent_should("disease", DISEASES[:4], " 3 < 90% ")),
+    ("msm-1-without-should", {"bool": {"filter": [{"exists": {"field": "text"}}], "minimum_should_match": 1}}),
+    ("msm-pct-without-should", {"bool": {"filter": [{"exists": {"field": "text"}}], "minimum_should_match": "50%"}}),
     ("msm-10pct-rounds-to-0", _latent_should("disease", DISEASES[:4], "10%")),
     ("msm-100pct", _latent_should("chemical", CHEMICALS[:3], "100%")),
     ("msm-neg-100pct", _latent_should("chemical", CHEMICALS[:3], "-100%")),
@@ -553,6 +566,11 @@ EDGE_CASES: list[tuple[str, dict[str, Any]]] = [
     ("match-msm-2-of-3", {"match": {"text": {"query": "tumor drug liver", "minimum_should_match": 2}}}),
     ("match-msm-neg-1-of-3", {"match": {"text": {"query": "tumor drug liver", "minimum_should_match": "-1"}}}),
     ("match-msm-66pct-of-3", {"match": {"text": {"query": "tumor drug liver", "minimum_should_match": "66%"}}}),
+    ("match-operator-uppercase-AND", {"match": {"text": {"query": "tumor growth", "operator": "AND"}}}),
+    ("match-on-keyword-field", {"match": {"title.keyword": "Blood cells"}}),
+    ("match-on-latent-keyword", {"match": {"latent.organism": "Homo sapiens"}}),
+    ("range-string-bounds", {"range": {FLOAT_FIELD: {"gte": "2.5", "lt": "5"}}}),
+    ("bool-clause-not-a-list", {"bool": {"filter": {"term": {"latent.disease": "flu"}}, "must_not": {"term": {"reviewed": True}}}}),
     ("match-title-analyzed", {"match": {"title": "CELLS"}}),
     (
         "multi_match-and-per-field",

@@ -25,6 +25,12 @@ Two things the raw spec would get wrong, handled here once at load time:
   not). Schemas that are open maps (`additionalProperties: {...}`, `patternProperties`, an
   explicit `unevaluatedProperties`) are left alone.
 
+One **erratum** is applied (`errata=True`, the default; listed in `ERRATA`): the spec types the
+search body's `search_pipeline` as a string only, but OpenSearch (>= 2.9) also takes an object
+there, a *temporary* search pipeline for this request (docs: search-plugins/search-pipelines/
+using-search-pipeline, "Using a temporary search pipeline for the current request"). With the
+erratum the object form is accepted and validated against `SearchPipelineStructure`.
+
 Public API: `SpecValidator(spec_dir).validate_request_body(operation_group, body) -> list[str]`,
 `validate_query(clause)`, `validate_schema(ref, instance)`; `load_validator()` caches one
 validator per process; `find_spec_dir()` locates the spec next to the repository.
@@ -35,6 +41,7 @@ from __future__ import annotations
 import copy
 import functools
 import os
+import pickle
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,6 +67,25 @@ _SCHEMA_KEYS = (
     "else", "propertyNames", "contains", "contentSchema",
 )
 _OPEN_KEYS = ("additionalProperties", "unevaluatedProperties", "patternProperties")
+# (document, JSON pointer, expected original, replacement, why) -- checked, so a changed spec fails loudly
+ERRATA: list[tuple[str, str, dict[str, Any], dict[str, Any], str]] = [
+    (
+        "namespaces/_core.yaml",
+        "/components/requestBodies/search/content/application~1json/schema/properties/search_pipeline",
+        {"type": "string"},
+        {
+            "description": "A named search pipeline, or a temporary one defined for this request only.",
+            "oneOf": [
+                {"type": "string"},
+                {"$ref": "../schemas/search_pipeline._common.yaml#/components/schemas/SearchPipelineStructure"},
+            ],
+        },
+        "OpenSearch accepts a temporary search pipeline object in the search body (since 2.9); "
+        "the spec only models the string form",
+    ),
+]
+
+_OPEN = frozenset({"<open>"})  # sentinel of SpecValidator._property_closure
 _HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 
 try:  # libyaml is ~5x faster on the 2.7 MB spec
@@ -86,7 +112,7 @@ class SpecNotFound(LookupError):
 class SpecValidator:
     """Validates request bodies against the OpenSearch OpenAPI spec (see module docstring)."""
 
-    def __init__(self, spec_dir: str | Path, *, strict: bool = True):
+    def __init__(self, spec_dir: str | Path, *, strict: bool = True, errata: bool = True):
         root = Path(spec_dir)
         if (root / "spec").is_dir():
             root = root / "spec"
@@ -94,12 +120,12 @@ class SpecValidator:
             raise SpecNotFound(f"no OpenSearch API spec under {spec_dir} (expected spec/namespaces/*.yaml)")
         self.root = root
         self.strict = strict
-        self.docs: dict[str, Any] = {}
-        for path in sorted(root.rglob("*.yaml")):
-            uri = BASE_URI + path.relative_to(root).as_posix()
-            with path.open("rb") as fh:
-                self.docs[uri] = yaml.load(fh, Loader=_Loader)  # noqa: S506 - CSafeLoader
+        # parsed once per process; every validator rewrites its own copy
+        self.docs: dict[str, Any] = pickle.loads(_parsed_spec(str(root.resolve())))
         self.stats = {"discriminators": 0, "closed": 0}
+        self.errata_applied: list[str] = []
+        if errata:
+            self._apply_errata()
         self._rewrite_discriminators()
         if strict:
             self._close_complete_objects()
@@ -230,6 +256,15 @@ class SpecValidator:
                 return found
         return None
 
+    def _apply_errata(self) -> None:
+        for doc, pointer, expected, replacement, why in ERRATA:
+            uri, node = self._resolve(BASE_URI, f"{doc}#{pointer}")
+            if any(node.get(k) != v for k, v in expected.items()):
+                raise AssertionError(f"spec erratum no longer applies at {uri} (found {node!r}); revisit ERRATA")
+            node.clear()
+            node.update(copy.deepcopy(replacement))
+            self.errata_applied.append(f"{doc}#{pointer}: {why}")
+
     def _rewrite_discriminators(self) -> None:
         for uri, _ptr, node in list(self._schema_roots()):
             disc = node.get("discriminator")
@@ -326,6 +361,8 @@ class SpecValidator:
                     if relation == "member" or (relation in ("branch", "inplace") and parent_partial):
                         partial.add(child)
                         changed = True
+        plan: list[tuple[dict[str, Any], Any]] = []
+        self.fallback = []
         for key, node in nodes.items():
             if key in partial or any(k in node for k in _OPEN_KEYS):
                 continue
@@ -334,8 +371,73 @@ class SpecValidator:
             types = node.get("type", "object")
             if "object" not in (types if isinstance(types, list) else [types]):
                 continue
-            node["unevaluatedProperties"] = False
-            self.stats["closed"] += 1
+            plan.append((node, self._property_closure(_doc_of(key), node, set())))
+        for node, names in plan:
+            if names is _OPEN:
+                continue
+            if names is None:
+                self.fallback.append(node)
+                node["unevaluatedProperties"] = False
+                self.stats["closed"] += 1
+            else:
+                # same meaning, much cheaper: jsonschema evaluates `unevaluatedProperties` by
+                # re-validating every in-place subschema, which compounds with nesting depth
+                props = node.setdefault("properties", {})
+                for name in sorted(names - props.keys()):
+                    props[name] = True
+                node["additionalProperties"] = False
+                self.stats["closed_flat"] = self.stats.get("closed_flat", 0) + 1
+
+    def _property_closure(self, uri: str, node: dict[str, Any], seen: set[str]) -> Any:
+        """All property names an object schema declares through `properties`, `$ref`, `allOf` and
+        (approximately) `oneOf`/`anyOf`; `_OPEN` when a member already accepts any key; None when a
+        conditional keyword makes the set depend on the instance."""
+        if any(k in node for k in ("if", "dependentSchemas")):
+            return None
+        if "additionalProperties" in node or "patternProperties" in node:
+            return _OPEN  # an open member: every key is evaluated by it, nothing to close
+        if "unevaluatedProperties" in node and node["unevaluatedProperties"] is not True:
+            return None
+        names = set(node.get("properties") or ())
+        # oneOf/anyOf: the union of the branches' names. Looser than `unevaluatedProperties` only for
+        # a key that belongs to a branch that did not match (oneOf's exclusivity rejects most of
+        # those anyway). A branch's own `unevaluatedProperties: true` defers to this schema.
+        for branch in (node.get("oneOf") or []) + (node.get("anyOf") or []):
+            if not isinstance(branch, dict):
+                return None
+            sub = self._property_closure(uri, branch, seen)
+            if sub is None or sub is _OPEN:
+                return sub
+            names |= sub
+        refs = [node["$ref"]] if "$ref" in node else []
+        for member in node.get("allOf") or ():
+            if not isinstance(member, dict):
+                return None
+            if "$ref" in member and len(member) == 1:
+                refs.append(member["$ref"])
+                continue
+            sub = self._property_closure(uri, member, seen)
+            if sub is None or sub is _OPEN:
+                return sub
+            names |= sub
+        for ref in refs:
+            target_uri, target = self._resolve(uri, ref)
+            if target_uri in seen:
+                continue
+            sub = self._property_closure(_doc_of(target_uri), target, seen | {target_uri})
+            if sub is None or sub is _OPEN:
+                return sub
+            names |= sub
+        return names
+
+
+@functools.lru_cache(maxsize=2)
+def _parsed_spec(root: str) -> bytes:
+    docs = {}
+    for path in sorted(Path(root).rglob("*.yaml")):
+        with path.open("rb") as fh:
+            docs[BASE_URI + path.relative_to(root).as_posix()] = yaml.load(fh, Loader=_Loader)  # noqa: S506
+    return pickle.dumps(docs, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _walk_schema(uri: str, ptr: str, schema: Any) -> Iterator[tuple[str, str, dict[str, Any]]]:
@@ -388,11 +490,11 @@ def _format(error: ValidationError) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def load_validator(spec_dir: str | None = None, strict: bool = True) -> SpecValidator:
+def load_validator(spec_dir: str | None = None, strict: bool = True, errata: bool = True) -> SpecValidator:
     """One validator per process (loading and rewriting the spec takes about a second)."""
     found = Path(spec_dir) if spec_dir else find_spec_dir()
     if found is None:
         raise SpecNotFound(
             "OpenSearch API spec not found at ../shared/opensearch-api-spec (set OPENSEARCH_API_SPEC)"
         )
-    return SpecValidator(found, strict=strict)
+    return SpecValidator(found, strict=strict, errata=errata)

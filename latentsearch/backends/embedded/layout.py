@@ -239,7 +239,7 @@ def coerce(spec: FieldSpec, values: list[Any]) -> Any:
     if kind == "vector":
         if not values:
             return None
-        vec = values if not isinstance(values[0], list) else values[0]
+        vec = values[0] if len(values) == 1 and isinstance(values[0], (list, np.ndarray)) else values
         try:
             arr = np.asarray(vec, dtype=np.float32)
         except (TypeError, ValueError):

@@ -1,0 +1,225 @@
+"""The ingest job: reader -> chunker -> processors -> bulk writer, resumable, with a progress bar.
+
+    from latentsearch import load_settings
+    from latentsearch.ingest.pipeline import ingest
+    report = ingest("corpus.jsonl", load_settings(index="papers"))
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from latentsearch.backends import SearchBackend, open_backend
+from latentsearch.config import Settings
+from latentsearch.ingest.bulk import BulkWriter, Checkpoint, DeadLetter
+from latentsearch.ingest.chunking import TokenChunker, default_chunk_tokens
+from latentsearch.ingest.processors import ContentCache, EmbeddingProcessor, Processor
+from latentsearch.ingest.readers import FieldMap, count_records, read_records
+from latentsearch.ingest.records import Chunk, Rejected, SourceRecord
+from latentsearch.mappings import index_body, schema_from_mapping
+from latentsearch.models.embedder import Embedder, get_embedder
+
+
+class IngestReport(BaseModel):
+    """The final summary (also the `--json` output of `latentsearch ingest`)."""
+
+    index: str
+    backend: str
+    source: str
+    records_read: int
+    records_skipped_by_checkpoint: int  # reader items (records and rejects) settled by an earlier run
+    chunks: int
+    chunks_written: int
+    rejected: int
+    retries: int
+    embeddings_computed: int
+    embeddings_cached: int
+    seconds: float
+    docs_per_s: float
+    chunks_per_s: float
+    dead_letter: str | None
+    resumed_from_item: int
+
+
+class IndexMismatchError(ValueError):
+    pass
+
+
+def ensure_index(backend: SearchBackend, settings: Settings, index: str, embedder: Embedder) -> bool:
+    """Create the index from the entity schema, or check that an existing one fits this embedder."""
+    if backend.index_exists(index):
+        meta = (backend.get_mapping(index).get("_meta") or {}).get("latentsearch") or {}
+        dim = meta.get("dimension")
+        if dim is not None and int(dim) != embedder.dimension:
+            raise IndexMismatchError(
+                f"index `{index}` holds {dim}-d vectors but the embedder {embedder.name!r} makes "
+                f"{embedder.dimension}-d ones: use the same embedder or a new index name"
+            )
+        return False
+    body = index_body(
+        backend.kind,  # type: ignore[arg-type]
+        settings.entities,
+        dimension=embedder.dimension,
+        vector=settings.vector,
+        embedder=embedder.name,
+    )
+    backend.create_index(index, body)
+    return True
+
+
+@dataclass
+class _Batch:
+    records: list[SourceRecord] = field(default_factory=list)
+    chunks: list[Chunk] = field(default_factory=list)
+    last_seq: int = 0
+
+
+def _batches(items: Iterator[SourceRecord | Rejected], chunker: TokenChunker, dead: DeadLetter,
+             skip_through: int, target_chunks: int, counters: dict[str, int]) -> Iterator[_Batch]:
+    """Group whole records into batches of about `target_chunks` chunks. A record never straddles
+    two batches, so the checkpoint (the reader's item sequence number, which is deterministic for
+    every format) advances record by record."""
+    batch = _Batch()
+    for seq, item in enumerate(items, start=1):
+        if seq <= skip_through:
+            counters["skipped"] += 1
+            continue
+        batch.last_seq = seq
+        if isinstance(item, Rejected):
+            dead.write(item)
+            continue
+        counters["read"] += 1
+        try:
+            chunks = chunker.chunk(item)
+        except Exception as err:  # noqa: BLE001 - a tokenizer failure rejects one record, not the run
+            dead.write(Rejected(reason=f"chunking failed: {err}", source_path=item.source_path, line=item.line,
+                                id=item.id, raw=item.text[:2000], stage="chunk"))
+            continue
+        batch.records.append(item)
+        batch.chunks.extend(chunks)
+        if len(batch.chunks) >= target_chunks:
+            yield batch
+            batch = _Batch()
+    if batch.last_seq:
+        yield batch
+
+
+def ingest(
+    path: str | Path,
+    settings: Settings,
+    *,
+    index: str | None = None,
+    fields: FieldMap | dict[str, Any] | None = None,
+    fmt: str | None = None,
+    limit: int | None = None,
+    resume: bool = True,
+    dead_letter_path: str | Path | None = None,
+    backend: SearchBackend | None = None,
+    processors: list[Processor] | None = None,
+    progress: bool = True,
+    on_progress: Callable[[int], None] | None = None,
+) -> IngestReport:
+    """Ingest a corpus into an index; safe to re-run (resumes from the checkpoint, overwrites by id)."""
+    index = index or settings.index
+    started = time.perf_counter()
+    backend = backend or open_backend(settings.backend)
+    embedder = get_embedder(settings.models.embedder, settings.models.device)
+    ensure_index(backend, settings, index, embedder)
+    mapping_schema = schema_from_mapping(backend.get_mapping(index))
+    if mapping_schema is not None and mapping_schema != settings.entities and settings.entities.latent_types:
+        raise IndexMismatchError(
+            f"index `{index}` was created with a different entity schema ({mapping_schema.type_names}); "
+            "ingest with that schema or into a new index"
+        )
+
+    chunk_tokens = settings.ingest.chunk_tokens or default_chunk_tokens(embedder.max_tokens)
+    chunker = TokenChunker(embedder.tokenizer, chunk_tokens, settings.ingest.chunk_overlap)
+    processors = processors if processors is not None else [
+        EmbeddingProcessor(embedder, batch_size=settings.ingest.embed_batch_size)
+    ]
+    cache = ContentCache(settings.cache_dir / "processors.sqlite") if settings.ingest.cache else None
+
+    checkpoint = Checkpoint.load(settings.home, path, index)
+    if not resume:
+        checkpoint.line = 0
+    resumed_from = checkpoint.line
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    dead = DeadLetter(dead_letter_path or settings.home / "deadletter" / f"{index}-{stamp}.jsonl")
+    writer = BulkWriter(
+        backend, index, dead,
+        batch_size=settings.ingest.write_batch_size,
+        max_retries=settings.ingest.max_retries,
+        backoff_initial_s=settings.ingest.backoff_initial_s,
+        backoff_max_s=settings.ingest.backoff_max_s,
+    )
+    counters = {"read": 0, "skipped": 0, "chunks": 0}
+    total = _safe_count(path, fmt) if progress else None
+    bar = _progress(progress)
+    with bar as live:
+        task = live.add_task(f"ingest → {index}", total=total) if live else None
+        items = read_records(path, format=fmt, fields=fields or FieldMap(), limit=limit)
+        target = max(settings.ingest.embed_batch_size * 4, 64)
+        for batch in _batches(items, chunker, dead, checkpoint.line, target, counters):
+            for proc in processors:
+                proc(batch.chunks, cache)
+            writer.write(batch.chunks)
+            counters["chunks"] += len(batch.chunks)
+            checkpoint.line = max(checkpoint.line, batch.last_seq)
+            checkpoint.written += len(batch.chunks)
+            checkpoint.save()
+            done = batch.last_seq
+            if live is not None:
+                live.update(task, completed=done,
+                            description=f"ingest → {index} ({counters['chunks']} chunks, {dead.count} rejected)")
+            if on_progress:
+                on_progress(done)
+    backend.refresh(index)
+    dead.close()
+    if cache is not None:
+        cache.close()
+    seconds = time.perf_counter() - started
+    embed = next((p for p in processors if isinstance(p, EmbeddingProcessor)), None)
+    processed = counters["read"]
+    return IngestReport(
+        index=index,
+        backend=backend.kind,
+        source=str(path),
+        records_read=counters["read"],
+        records_skipped_by_checkpoint=counters["skipped"],
+        chunks=counters["chunks"],
+        chunks_written=writer.stats.written,
+        rejected=dead.count,
+        retries=writer.stats.retries,
+        embeddings_computed=embed.stats.computed if embed else 0,
+        embeddings_cached=embed.stats.cached if embed else 0,
+        seconds=round(seconds, 3),
+        docs_per_s=round(processed / seconds, 2) if seconds else 0.0,
+        chunks_per_s=round(counters["chunks"] / seconds, 2) if seconds else 0.0,
+        dead_letter=str(dead.path) if dead.count else None,
+        resumed_from_item=resumed_from,
+    )
+
+
+def _safe_count(path: str | Path, fmt: str | None) -> int | None:
+    try:
+        return count_records(path, fmt)
+    except Exception:  # noqa: BLE001 - a progress-bar estimate must never fail the ingest
+        return None
+
+
+def _progress(enabled: bool):  # noqa: ANN202
+    if not enabled:
+        return nullcontext(None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TimeRemainingColumn(), transient=False,
+    )

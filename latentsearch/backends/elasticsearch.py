@@ -1,0 +1,321 @@
+"""Elasticsearch backend over elasticsearch-py 8.x/9.x, speaking OpenSearch-shaped dicts outside.
+
+Requests are translated by `es_dialect` (dense_vector mappings, ES knn query syntax, hybrid → RRF
+or linear retriever) and responses come back OpenSearch-shaped. Only keyword arguments that exist
+in both the 8.x and 9.x clients are used (`settings=`/`mappings=`, `operations=`, `searches=`,
+named search-body parameters). Use the client major that matches the server: a 9.x client sends
+`compatible-with=9` headers that an 8.x server refuses.
+
+Version floor of the features used: knn as a query ES 8.12 (`k` inside it 8.15, see `emit_knn_k`),
+RRF retriever 8.16, linear retriever 8.18/9.0.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import elasticsearch
+from elasticsearch import Elasticsearch
+
+from latentsearch.backends import es_dialect
+from latentsearch.backends.base import (
+    BackendError,
+    BulkAction,
+    BulkItemResult,
+    IndexNotFoundError,
+    SearchBackend,
+    TransientBackendError,
+)
+from latentsearch.backends.opensearch import RETRY_ON_STATUS, bulk_results, status_error
+from latentsearch.config import BackendConfig
+
+# OpenSearch body keys whose elasticsearch-py keyword differs.
+_BODY_KEY_TO_KWARG = {"from": "from_", "_source": "source"}
+
+
+def client_kwargs(config: BackendConfig) -> dict[str, Any]:
+    """`Elasticsearch(**kwargs)` for a config (keywords valid for elasticsearch-py 8 and 9)."""
+    if not config.url:
+        raise ValueError("the elasticsearch backend needs a URL (backend.url)")
+    kwargs: dict[str, Any] = {
+        "hosts": [config.url],
+        "request_timeout": config.timeout_s,
+        "max_retries": config.max_retries,
+        "retry_on_timeout": True,
+        "retry_on_status": RETRY_ON_STATUS,
+    }
+    auth = config.auth
+    if auth.kind == "basic":
+        assert auth.username and auth.password
+        kwargs["basic_auth"] = (auth.username, auth.password.get_secret_value())
+    elif auth.kind == "api_key":
+        assert auth.api_key
+        kwargs["api_key"] = auth.api_key.get_secret_value()  # the encoded id:key Kibana shows
+    elif auth.kind == "aws_sigv4":
+        raise ValueError(
+            "auth.kind=aws_sigv4 signs requests for Amazon OpenSearch Service, which is OpenSearch: "
+            "use backend.kind=opensearch (Elasticsearch takes basic or api_key auth)"
+        )
+    tls = config.tls
+    if config.url.lower().startswith("https://"):
+        kwargs["verify_certs"] = tls.verify
+        kwargs["ssl_show_warn"] = tls.verify
+        if tls.ca_certs:
+            kwargs["ca_certs"] = str(tls.ca_certs)
+        if tls.client_cert:
+            kwargs["client_cert"] = str(tls.client_cert)
+        if tls.client_key:
+            kwargs["client_key"] = str(tls.client_key)
+    return kwargs
+
+
+class ElasticsearchBackend(SearchBackend):
+    """OpenSearch DSL in, OpenSearch-shaped responses out, Elasticsearch underneath.
+
+    `hybrid`: how a top-level `hybrid` query is expressed — `rrf` (rank fusion, ES ≥ 8.16) or
+    `linear` (min-max normalised weighted sum like OpenSearch's normalization-processor, ES ≥ 8.18).
+    `radial_candidates`: how many nearest candidates a radial (min_score/max_distance) knn inspects.
+    `emit_knn_k`: False for ES 8.12–8.14, whose knn query has no `k`.
+    """
+
+    kind = "elasticsearch"
+
+    def __init__(
+        self,
+        client: Elasticsearch,
+        *,
+        url: str = "",
+        hybrid: es_dialect.HybridMode = "rrf",
+        radial_candidates: int = 1000,
+        emit_knn_k: bool = True,
+    ) -> None:
+        self.client = client
+        self.url = url
+        self.hybrid = hybrid
+        self.radial_candidates = radial_candidates
+        self.emit_knn_k = emit_knn_k
+        self._similarities: dict[str, dict[str, str]] = {}
+        self._search_kwargs = {
+            name
+            for name, p in inspect.signature(Elasticsearch.search).parameters.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in ("index", "body")
+        }
+
+    @classmethod
+    def from_config(cls, config: BackendConfig) -> ElasticsearchBackend:
+        return cls(Elasticsearch(**client_kwargs(config)), url=config.url or "")
+
+    # ------------------------------------------------------------ error mapping
+
+    @contextmanager
+    def _errors(self, action: str, index: str | None = None) -> Iterator[None]:
+        """Translate elasticsearch-py / elastic-transport exceptions into latentsearch's classes."""
+        try:
+            yield
+        except elasticsearch.ConnectionTimeout as exc:
+            raise TransientBackendError(
+                f"{action}: no answer from {self.url} within the timeout after retries ({exc}); "
+                "raise backend.timeout_s or check the cluster's load",
+                status=504,
+            ) from exc
+        except elasticsearch.SSLError as exc:
+            raise BackendError(
+                f"{action}: TLS failed with {self.url} ({exc}); set backend.tls.ca_certs to the cluster's CA "
+                "(Elasticsearch's http_ca.crt) or backend.tls.verify=false for a test cluster",
+                status=502,
+                error_type="tls_error",
+            ) from exc
+        except elasticsearch.ConnectionError as exc:
+            raise TransientBackendError(
+                f"{action}: cannot reach {self.url} ({exc}); is the cluster up and backend.url right?",
+                status=503,
+            ) from exc
+        except elasticsearch.UnsupportedProductError as exc:
+            raise BackendError(
+                f"{action}: {self.url} is not Elasticsearch ({exc}); "
+                "for OpenSearch use backend.kind=opensearch",
+                status=400,
+                error_type="unsupported_product",
+            ) from exc
+        except elasticsearch.ApiError as exc:
+            raise status_error(
+                int(exc.meta.status), exc.body, action=action, index=index, url=self.url
+            ) from exc
+
+    # ------------------------------------------------------------ indices
+
+    def create_index(self, index: str, body: dict[str, Any], *, exist_ok: bool = False) -> bool:
+        if exist_ok and self.index_exists(index):
+            return False
+        es_body = es_dialect.create_index_body(body)
+        kwargs = {k: es_body[k] for k in ("settings", "mappings", "aliases") if es_body.get(k)}
+        try:
+            with self._errors("create index", index):
+                self.client.indices.create(index=index, **kwargs)
+        except BackendError as exc:
+            if exc.error_type == "resource_already_exists_exception":
+                if exist_ok:
+                    return False
+                raise BackendError(
+                    f"index `{index}` already exists; pass exist_ok=True to reuse it or delete it first",
+                    status=400,
+                    error_type="resource_already_exists_exception",
+                ) from exc
+            raise
+        self._similarities.pop(index, None)
+        return True
+
+    def delete_index(self, index: str, *, missing_ok: bool = True) -> bool:
+        self._similarities.pop(index, None)
+        try:
+            with self._errors("delete index", index):
+                self.client.indices.delete(index=index)
+        except IndexNotFoundError:
+            if missing_ok:
+                return False
+            raise
+        return True
+
+    def index_exists(self, index: str) -> bool:
+        with self._errors("check index", index):
+            return bool(self.client.indices.exists(index=index))
+
+    def _es_mapping(self, index: str) -> dict[str, Any]:
+        with self._errors("get mapping", index):
+            response = self.client.indices.get_mapping(index=index).body
+        entry = response.get(index) or next(iter(response.values()), {})
+        return entry.get("mappings", {})
+
+    def get_mapping(self, index: str) -> dict[str, Any]:
+        return es_dialect.from_elasticsearch_mappings(self._es_mapping(index))
+
+    def list_indices(self) -> list[str]:
+        with self._errors("list indices"):
+            rows = self.client.cat.indices(format="json", h="index").body
+        return sorted(r["index"] for r in rows if not r["index"].startswith("."))
+
+    # ------------------------------------------------------------ documents
+
+    def bulk(
+        self, index: str, actions: Sequence[BulkAction], *, refresh: bool = False
+    ) -> list[BulkItemResult]:
+        if not actions:
+            return []
+        operations: list[dict[str, Any]] = []
+        for action in actions:
+            if action.op == "index":
+                if action.source is None:
+                    raise ValueError(f"bulk index action for id {action.id!r} has no source")
+                operations.append({"index": {"_id": action.id}})
+                operations.append(action.source)
+            elif action.op == "delete":
+                operations.append({"delete": {"_id": action.id}})
+            else:
+                raise ValueError(f"unknown bulk op {action.op!r}; use index or delete")
+        extra: dict[str, Any] = {"refresh": True} if refresh else {}
+        with self._errors("bulk", index):
+            response = self.client.bulk(index=index, operations=operations, **extra).body
+        return bulk_results(actions, response)
+
+    def get(self, index: str, doc_id: str) -> dict[str, Any] | None:
+        try:
+            with self._errors("get document", index):
+                response = self.client.get(index=index, id=doc_id).body
+        except IndexNotFoundError:
+            raise
+        except BackendError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return response.get("_source") if response.get("found", True) else None
+
+    def refresh(self, index: str) -> None:
+        with self._errors("refresh", index):
+            self.client.indices.refresh(index=index)
+
+    # ------------------------------------------------------------ search
+
+    def _translator(self, index: str, body: Any) -> es_dialect.QueryTranslator:
+        """A translator whose similarity lookup reads the mapping only when a radial knn needs it."""
+
+        def similarity_of(field: str) -> str | None:
+            if index not in self._similarities:
+                self._similarities[index] = es_dialect.vector_similarities(self._es_mapping(index))
+            return self._similarities[index].get(field)
+
+        return es_dialect.QueryTranslator(
+            similarity_of=similarity_of, radial_candidates=self.radial_candidates, emit_k=self.emit_knn_k
+        )
+
+    def translate(
+        self, index: str, body: dict[str, Any], params: dict[str, Any] | None = None
+    ) -> tuple[dict, dict]:
+        """The ES search body and params for an OpenSearch body (public so callers can inspect it)."""
+        return es_dialect.translate_search_body(
+            body, params=params, translator=self._translator(index, body), hybrid=self.hybrid
+        )
+
+    def _search_kwargs_for(self, es_body: dict[str, Any], es_params: dict[str, Any]) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
+        for key, value in [*es_body.items(), *es_params.items()]:
+            name = _BODY_KEY_TO_KWARG.get(key, key)
+            if name not in self._search_kwargs:
+                raise BackendError(
+                    f"search option `{key}` is not supported by Elasticsearch's search API (elasticsearch-py "
+                    f"{elasticsearch.__versionstr__}); remove it for this backend",
+                    status=400,
+                    error_type="unsupported_in_elasticsearch",
+                )
+            kwargs[name] = value
+        return kwargs
+
+    def search(
+        self, index: str, body: dict[str, Any], *, params: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        es_body, es_params = self.translate(index, body, params)
+        kwargs = self._search_kwargs_for(es_body, es_params)
+        with self._errors("search", index):
+            response = self.client.search(index=index, **kwargs).body
+        return es_dialect.translate_search_response(response)
+
+    def msearch(self, index: str, bodies: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not bodies:
+            return []
+        searches: list[dict[str, Any]] = []
+        for body in bodies:
+            es_body, es_params = self.translate(index, body)
+            if es_params:
+                raise BackendError(f"msearch bodies cannot carry query params ({sorted(es_params)})")
+            searches.append({})
+            searches.append(es_body)
+        with self._errors("msearch", index):
+            response = self.client.msearch(index=index, searches=searches).body
+        responses = response.get("responses") or []
+        if len(responses) != len(bodies):
+            raise BackendError(
+                f"msearch returned {len(responses)} responses for {len(bodies)} searches",
+                status=500,
+                error_type="msearch_mismatch",
+            )
+        out: list[dict[str, Any]] = []
+        for i, item in enumerate(responses):
+            if "error" in item:
+                raise status_error(
+                    int(item.get("status", 500)), item, action=f"msearch body #{i}", index=index, url=self.url
+                )
+            out.append(es_dialect.translate_search_response(item))
+        return out
+
+    def count(self, index: str, query: dict[str, Any] | None = None) -> int:
+        kwargs: dict[str, Any] = {}
+        if query:
+            kwargs["query"] = self._translator(index, query).query(query)
+        with self._errors("count", index):
+            response = self.client.count(index=index, **kwargs).body
+        return int(response["count"])
+
+    def close(self) -> None:
+        self.client.close()

