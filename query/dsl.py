@@ -54,8 +54,10 @@ def resolve_msm(spec: MinimumShouldMatch | None, optional_clauses: int) -> int:
             result = resolve_msm(rule, optional_clauses)
         return result
     if text.endswith("%"):
-        calc = int(optional_clauses * int(text[:-1]) / 100)  # int() truncates toward zero like Java
-        result = optional_clauses + calc if calc < 0 else calc
+        # Java: float calc = n * pct / 100; the sign is tested before truncation toward zero,
+        # so "-25%" of 3 clauses (calc = -0.75) requires all 3.
+        calc = optional_clauses * int(text[:-1]) / 100
+        result = optional_clauses + int(calc) if calc < 0 else int(calc)
     else:
         calc = int(text)
         result = optional_clauses + calc if calc < 0 else calc

@@ -259,18 +259,21 @@ class ElasticsearchBackend(SearchBackend):
         )
 
     def _search_kwargs_for(self, es_body: dict[str, Any], es_params: dict[str, Any]) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {}
-        for key, value in [*es_body.items(), *es_params.items()]:
-            name = _BODY_KEY_TO_KWARG.get(key, key)
-            if name not in self._search_kwargs:
+        """Named keyword arguments when this client version knows every body key (the form both
+        8.x and 9.x prefer); otherwise the whole body as `body=` (e.g. `retriever` on clients older
+        than 8.14), which both majors still accept for search."""
+        for key in es_params:
+            if key not in self._search_kwargs:
                 raise BackendError(
-                    f"search option `{key}` is not supported by Elasticsearch's search API (elasticsearch-py "
-                    f"{elasticsearch.__versionstr__}); remove it for this backend",
+                    f"search parameter `{key}` is not supported by Elasticsearch's search API "
+                    f"(elasticsearch-py {elasticsearch.__versionstr__}); remove it for this backend",
                     status=400,
                     error_type="unsupported_in_elasticsearch",
                 )
-            kwargs[name] = value
-        return kwargs
+        named = {_BODY_KEY_TO_KWARG.get(key, key): value for key, value in es_body.items()}
+        if all(name in self._search_kwargs for name in named):
+            return {**named, **es_params}
+        return {"body": es_body, **es_params}
 
     def search(
         self, index: str, body: dict[str, Any], *, params: dict[str, Any] | None = None

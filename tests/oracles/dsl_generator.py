@@ -117,7 +117,7 @@ INDEX_BODY: dict[str, Any] = {
 INT_FIELD = "chunk.no"
 INT_RANGE = (0, 40)
 FLOAT_FIELD = "quality"
-FLOAT_GRID = [i * 0.25 for i in range(0, 41)]  # 0.0 .. 10.0, exact in float32
+FLOAT_GRID = [i * 0.25 for i in range(41)]  # 0.0 .. 10.0, exact in float32
 BOOL_FIELD = "reviewed"
 EXISTS_FIELDS = [
     "latent.disease", "latent.chemical", "latent.organism", INT_FIELD, FLOAT_FIELD, BOOL_FIELD,

@@ -46,7 +46,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urldefrag, urljoin
+from urllib.parse import urljoin
 
 import yaml
 from jsonschema import Draft202012Validator
@@ -80,8 +80,10 @@ ERRATA: list[tuple[str, str, dict[str, Any], dict[str, Any], str]] = [
                 {"$ref": "../schemas/search_pipeline._common.yaml#/components/schemas/SearchPipelineStructure"},
             ],
         },
-        "OpenSearch accepts a temporary search pipeline object in the search body (since 2.9); "
-        "the spec only models the string form",
+        (
+            "OpenSearch accepts a temporary search pipeline object in the search body (since 2.9); "
+            "the spec only models the string form"
+        ),
     ),
 ]
 
@@ -198,8 +200,8 @@ class SpecValidator:
     # ------------------------------------------------------------------ loading
 
     def _resolve(self, base: str, ref: str) -> tuple[str, Any]:
-        uri = urljoin(base, ref)
-        doc_uri, fragment = urldefrag(uri)
+        uri = _join(base, ref)
+        doc_uri, _, fragment = uri.partition("#")
         node = self.docs[doc_uri]
         for part in [p for p in fragment.split("/") if p]:
             part = part.replace("~1", "/").replace("~0", "~")
@@ -329,7 +331,7 @@ class SpecValidator:
             rels: list[tuple[str, str]] = []
             ptr = key.split("#", 1)[1]
             if "$ref" in node:
-                target = urljoin(uri, node["$ref"])
+                target = _join(uri, node["$ref"])
                 rels.append(("inplace", target if "#" in target else target + "#"))
             members = node.get("allOf") or ()
             # a lone allOf member with nothing beside it is an alias (`allOf: [$ref: X]`): in place
@@ -346,21 +348,22 @@ class SpecValidator:
                     rels.append(("branch", f"{uri}#{ptr}/{kw}"))
             children[key] = rels
 
-        # partial = describes only part of an object (allOf member, or in-place under a partial
-        # schema / a schema with its own properties); fixpoint over the in-place relations
+        # partial = describes only part of an object (allOf member, or in place under a partial
+        # schema / a schema with its own properties); propagated along the in-place relations
         partial: set[str] = set()
-        changed = True
-        while changed:
-            changed = False
-            for key, rels in children.items():
-                node = nodes[key]
-                parent_partial = key in partial or "properties" in node or any(k in node for k in _OPEN_KEYS)
-                for relation, child in rels:
-                    if child in partial:
-                        continue
-                    if relation == "member" or (relation in ("branch", "inplace") and parent_partial):
-                        partial.add(child)
-                        changed = True
+        todo: list[str] = []
+        for key, rels in children.items():
+            node = nodes[key]
+            has_own = "properties" in node or any(k in node for k in _OPEN_KEYS)
+            for relation, child in rels:
+                if relation == "member" or has_own:
+                    todo.append(child)
+        while todo:
+            key = todo.pop()
+            if key in partial:
+                continue
+            partial.add(key)
+            todo.extend(child for _, child in children.get(key, ()) if child not in partial)
         plan: list[tuple[dict[str, Any], Any]] = []
         self.fallback = []
         for key, node in nodes.items():
@@ -436,7 +439,7 @@ def _parsed_spec(root: str) -> bytes:
     docs = {}
     for path in sorted(Path(root).rglob("*.yaml")):
         with path.open("rb") as fh:
-            docs[BASE_URI + path.relative_to(root).as_posix()] = yaml.load(fh, Loader=_Loader)  # noqa: S506
+            docs[BASE_URI + path.relative_to(root).as_posix()] = yaml.load(fh, Loader=_Loader)
     return pickle.dumps(docs, protocol=pickle.HIGHEST_PROTOCOL)
 
 
@@ -465,7 +468,15 @@ def _esc(name: str) -> str:
 
 
 def _doc_of(uri: str) -> str:
-    return urldefrag(uri)[0]
+    return uri.split("#", 1)[0]
+
+
+@functools.cache
+def _join(base: str, ref: str) -> str:
+    """urljoin for refs (memoised: the spec has ~10k refs over a few hundred distinct targets)."""
+    if ref.startswith("#"):
+        return _doc_of(base) + ref
+    return urljoin(base, ref)
 
 
 def _short(value: Any, limit: int = 120) -> str:

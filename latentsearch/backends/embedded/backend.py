@@ -86,8 +86,11 @@ class EmbeddedBackend(SearchBackend):
 
     kind = "embedded"
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, exact_search_max_candidates: int = ex.EXACT_SEARCH_MAX_CANDIDATES):
+        """`exact_search_max_candidates`: k-NN over at most this many (filtered) rows is exact;
+        above it the LanceDB vector index is used when one exists (see `create_vector_index`)."""
         self.path = Path(path).expanduser()
+        self.exact_search_max_candidates = exact_search_max_candidates
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / _META_DIR).mkdir(exist_ok=True)
         self.db = lancedb.connect(str(self.path))
@@ -238,7 +241,7 @@ class EmbeddedBackend(SearchBackend):
                 idx.main.merge_insert("_id")
                 .when_matched_update_all()
                 .when_not_matched_insert_all()
-                .execute(table)
+                .execute(table, on_bad_vectors="null")  # vectors were validated; null = no vector
             )
         for path, nested in layout.nested.items():
             ntable = idx.nested_tables[path]
@@ -247,7 +250,7 @@ class EmbeddedBackend(SearchBackend):
                     ntable.delete(f"_parent IN ({', '.join(map(_sql_str, chunk))})")
             new_rows = [r for doc in nested_rows.values() for r in doc.get(path, [])]
             if new_rows:
-                ntable.add(_to_arrow(new_rows, nested.arrow_schema()))
+                ntable.add(_to_arrow(new_rows, nested.arrow_schema()), on_bad_vectors="null")
 
     def refresh(self, index: str) -> None:
         """Writes are visible at once; this compacts small fragments (cheap when few)."""
@@ -301,7 +304,7 @@ class EmbeddedBackend(SearchBackend):
 
     def _context(self, idx: _Index, scoring: bool = True) -> ex.Context:
         snap, scopes = idx.snapshot()
-        vector_columns = idx.vector_indices() if snap.n_rows > ex.EXACT_SEARCH_MAX_CANDIDATES else set()
+        vector_columns = idx.vector_indices() if snap.n_rows > self.exact_search_max_candidates else set()
 
         def ann(field: str, q: np.ndarray, limit: int, ef: int | None) -> np.ndarray | None:
             spec = idx.layout.fields[field]
@@ -317,7 +320,8 @@ class EmbeddedBackend(SearchBackend):
             row_of = snap.row_of
             return np.asarray([row_of[i] for i in found if i in row_of], dtype=np.int64)
 
-        return ex.Context(idx.layout.fields, snap, idx.name, scopes, scoring, ann=ann)
+        return ex.Context(idx.layout.fields, snap, idx.name, scopes, scoring, ann=ann,
+                          exact_max_candidates=self.exact_search_max_candidates)
 
     def search(self, index: str, body: dict[str, Any] | None = None, *, params: dict[str, Any] | None = None) -> dict[str, Any]:
         started = time.perf_counter()

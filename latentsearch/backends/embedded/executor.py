@@ -64,6 +64,7 @@ class Context:
     scope: NestedScope | None = None
     ann: AnnSearch | None = None
     inner_hits: list[InnerHitsRequest] = field(default_factory=list)
+    exact_max_candidates: int = EXACT_SEARCH_MAX_CANDIDATES
 
     @property
     def n(self) -> int:
@@ -73,7 +74,7 @@ class Context:
         if not self.scoring:
             return self
         return Context(self.fields, self.snapshot, self.index, self.nested, False, self.parent, self.scope,
-                       self.ann, self.inner_hits)
+                       self.ann, self.inner_hits, self.exact_max_candidates)
 
     def field(self, path: str, where: str) -> FieldSpec:
         spec = self.fields.get(path)
@@ -270,7 +271,7 @@ def eval_knn(body: Any, ctx: Context) -> Match:
     if cand_rows.size == 0:
         return ctx.no_rows()
 
-    if k is not None and not in_nested and ctx.ann is not None and cand_rows.size > EXACT_SEARCH_MAX_CANDIDATES:
+    if k is not None and not in_nested and ctx.ann is not None and cand_rows.size > ctx.exact_max_candidates:
         ef = (params.get("method_parameters") or {}).get("ef_search")
         # ask the ANN index for more than k when a filter removes part of the space
         share = cand_rows.size / max(ctx.n, 1)
@@ -516,6 +517,8 @@ def eval_bool(body: Any, ctx: Context) -> Match:
             mask &= count >= required
         for r in results:
             score += np.where(r.mask, r.score, 0.0)
+    elif body.get("minimum_should_match") is not None and resolve_msm(body["minimum_should_match"], 0) > 0:
+        mask &= False  # Lucene: more required should clauses than exist matches nothing
     boost = float(body.get("boost", 1.0))
     return Match(mask, np.where(mask, score * boost, 0.0))
 
