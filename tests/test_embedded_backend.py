@@ -249,3 +249,12 @@ def test_clear_errors(tmp_path: Path) -> None:
         backend.create_index("e", _mapping())
     with pytest.raises(BackendError, match="not support"):
         backend.create_index("geo", {"mappings": {"properties": {"where": {"type": "geo_point"}}}})
+
+
+def test_two_handles_see_each_others_writes(tmp_path: Path) -> None:
+    writer, reader = EmbeddedBackend(tmp_path / "db"), EmbeddedBackend(tmp_path / "db")
+    _fill(writer, "s", 10)
+    assert reader.count("s") == 10
+    writer.bulk("s", [BulkAction("new", {"doc_id": "x", "n": 99})])
+    assert reader.count("s") == 11 and reader.get("s", "new")["n"] == 99
+    assert reader.count("s", dsl.term("n", 99)) == 1  # the snapshot is rebuilt on a new version

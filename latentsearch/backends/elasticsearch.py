@@ -238,7 +238,7 @@ class ElasticsearchBackend(SearchBackend):
 
     # ------------------------------------------------------------ search
 
-    def _translator(self, index: str, body: Any) -> es_dialect.QueryTranslator:
+    def _translator(self, index: str) -> es_dialect.QueryTranslator:
         """A translator whose similarity lookup reads the mapping only when a radial knn needs it."""
 
         def similarity_of(field: str) -> str | None:
@@ -255,7 +255,7 @@ class ElasticsearchBackend(SearchBackend):
     ) -> tuple[dict, dict]:
         """The ES search body and params for an OpenSearch body (public so callers can inspect it)."""
         return es_dialect.translate_search_body(
-            body, params=params, translator=self._translator(index, body), hybrid=self.hybrid
+            body, params=params, translator=self._translator(index), hybrid=self.hybrid
         )
 
     def _search_kwargs_for(self, es_body: dict[str, Any], es_params: dict[str, Any]) -> dict[str, Any]:
@@ -315,7 +315,7 @@ class ElasticsearchBackend(SearchBackend):
     def count(self, index: str, query: dict[str, Any] | None = None) -> int:
         kwargs: dict[str, Any] = {}
         if query:
-            kwargs["query"] = self._translator(index, query).query(query)
+            kwargs["query"] = self._translator(index).query(query)
         with self._errors("count", index):
             response = self.client.count(index=index, **kwargs).body
         return int(response["count"])

@@ -407,20 +407,6 @@ def translate_search_body(
     return out, es_params
 
 
-def has_radial_knn(node: Any) -> bool:
-    """Whether a body/query holds a knn with min_score or max_distance (then the mapping is needed)."""
-    if isinstance(node, Mapping):
-        knn = node.get("knn")
-        if isinstance(knn, Mapping):
-            for spec in knn.values():
-                if isinstance(spec, Mapping) and ("min_score" in spec or "max_distance" in spec):
-                    return True
-        return any(has_radial_knn(v) for v in node.values())
-    if isinstance(node, list):
-        return any(has_radial_knn(v) for v in node)
-    return False
-
-
 # ---------------------------------------------------------------- responses
 
 

@@ -9,7 +9,6 @@ try again, and everything else becomes a `BackendError` whose message says what 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -27,8 +26,6 @@ from latentsearch.backends.base import (
 )
 from latentsearch.config import BackendConfig
 
-log = logging.getLogger(__name__)
-
 #: Statuses the client retries before giving up (500 is usually a real bug, so it is not retried).
 RETRY_ON_STATUS: tuple[int, ...] = (429, 502, 503, 504)
 
@@ -40,7 +37,7 @@ def aws_sigv4_auth(region: str, service: str = "es") -> Any:
     (env vars, shared config/credentials files, SSO, container/instance roles)."""
     try:
         import boto3
-    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    except ImportError as exc:
         raise ImportError(_AWS_HINT) from exc
     from opensearchpy import Urllib3AWSV4SignerAuth
 

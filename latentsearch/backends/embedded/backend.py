@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from datetime import timedelta
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -93,7 +94,8 @@ class EmbeddedBackend(SearchBackend):
         self.exact_search_max_candidates = exact_search_max_candidates
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / _META_DIR).mkdir(exist_ok=True)
-        self.db = lancedb.connect(str(self.path))
+        # strong read consistency: every read sees writes made by other handles and processes
+        self.db = lancedb.connect(str(self.path), read_consistency_interval=timedelta(0))
         self._open: dict[str, _Index] = {}
 
     # ------------------------------------------------------------ index admin

