@@ -258,3 +258,27 @@ def test_two_handles_see_each_others_writes(tmp_path: Path) -> None:
     writer.bulk("s", [BulkAction("new", {"doc_id": "x", "n": 99})])
     assert reader.count("s") == 11 and reader.get("s", "new")["n"] == 99
     assert reader.count("s", dsl.term("n", 99)) == 1  # the snapshot is rebuilt on a new version
+
+
+def test_dynamic_mapping_makes_metadata_filterable(tmp_path: Path) -> None:
+    backend = EmbeddedBackend(tmp_path / "db")
+    backend.create_index("dyn", {"mappings": {"properties": {"text": {"type": "text"},
+                                                             "metadata": {"type": "object", "dynamic": "true"},
+                                                             "fixed": {"type": "object", "dynamic": "strict", "properties": {}}}}})
+    backend.bulk("dyn", [BulkAction("1", {"text": "a", "metadata": {"journal": "Nature Medicine", "year": 2019, "oa": True}})])
+    results = backend.bulk("dyn", [
+        BulkAction("2", {"text": "b", "metadata": {"journal": "Cell", "year": 2021, "published": "2021-03-04"}}),
+        BulkAction("3", {"text": "c", "fixed": {"surprise": 1}}),
+        BulkAction("4", {"text": "d", "metadata": {"year": "soon"}}),
+    ])
+    assert [r.status for r in results] == [201, 400, 400]
+    assert "strict" in results[1].error
+    props = backend.get_mapping("dyn")["properties"]["metadata"]["properties"]
+    assert props["year"] == {"type": "long"} and props["published"] == {"type": "date"}
+    assert props["journal"]["fields"]["keyword"]["type"] == "keyword"
+    assert backend.count("dyn", dsl.term("metadata.journal.keyword", "Nature Medicine")) == 1
+    assert backend.count("dyn", dsl.range_("metadata.year", gte=2020)) == 1
+    assert backend.count("dyn", dsl.match("metadata.journal", "cell")) == 1
+    assert backend.count("dyn", dsl.range_("metadata.published", gte="2021-01-01")) == 1
+    assert backend.count("dyn", dsl.term("metadata.oa", True)) == 1
+    assert EmbeddedBackend(tmp_path / "db").count("dyn", dsl.term("metadata.year", 2021)) == 1  # persisted

@@ -33,7 +33,9 @@ from latentsearch.backends.embedded.layout import (
     IndexLayout,
     MapperParsingError,
     coerce,
+    dynamic_additions,
     extract,
+    merge_properties,
     parse_mapping,
     strip_vectors,
 )
@@ -174,7 +176,7 @@ class EmbeddedBackend(SearchBackend):
     # ------------------------------------------------------------ writes
 
     def bulk(self, index: str, actions: Sequence[BulkAction], *, refresh: bool = False) -> list[BulkItemResult]:
-        idx = self._index(index)
+        idx = self._apply_dynamic_mapping(self._index(index), actions)
         layout = idx.layout
         results: list[BulkItemResult | None] = [None] * len(actions)
         rows: dict[str, dict[str, Any]] = {}  # last write per id wins, like sequential bulk
@@ -192,7 +194,7 @@ class EmbeddedBackend(SearchBackend):
                 results[i] = BulkItemResult(doc_id, 400, f"unsupported bulk op {action.op!r}", "illegal_argument_exception")
                 continue
             try:
-                row, nested = self._row(layout, doc_id, action.source)
+                row, nested = self._row(idx, doc_id, action.source)
             except MapperParsingError as err:
                 results[i] = BulkItemResult(doc_id, err.status, str(err), err.error_type)
                 continue
@@ -205,9 +207,34 @@ class EmbeddedBackend(SearchBackend):
             self.refresh(index)
         return [r for r in results if r is not None]
 
-    def _row(self, layout: IndexLayout, doc_id: str, source: Any) -> tuple[dict[str, Any], dict[str, list]]:
+    def _apply_dynamic_mapping(self, idx: _Index, actions: Sequence[BulkAction]) -> _Index:
+        """Map unmapped fields the way OpenSearch's dynamic mapping does, adding columns as needed.
+        Documents a strict mapping rejects are left for `_row` to report per item."""
+        mappings = idx.body.setdefault("mappings", {})
+        additions: dict[str, Any] = {}
+        for action in actions:
+            if action.op == "index" and isinstance(action.source, dict):
+                try:  # later documents do not override a type an earlier one set (as in OpenSearch)
+                    merge_properties(additions, dynamic_additions(mappings, action.source))
+                except MapperParsingError:
+                    continue
+        if not additions:
+            return idx
+        merge_properties(mappings.setdefault("properties", {}), additions)
+        new_layout = parse_mapping(idx.name, mappings)
+        existing = set(idx.main.schema.names)
+        new_fields = [pa.field(f.column, f.arrow_type()) for f in new_layout.fields.values() if f.column not in existing]
+        if new_fields:
+            idx.main.add_columns(new_fields)
+        self._meta_path(idx.name).write_text(json.dumps(idx.body, indent=1), encoding="utf-8")
+        self._open.pop(idx.name, None)
+        return self._index(idx.name)
+
+    def _row(self, idx: _Index, doc_id: str, source: Any) -> tuple[dict[str, Any], dict[str, list]]:
+        layout = idx.layout
         if not isinstance(source, dict):
             raise MapperParsingError(f"document `{doc_id}` must be a JSON object, got {type(source).__name__}")
+        dynamic_additions(idx.body.get("mappings", {}), source)  # raises for fields a strict mapping refuses
         row: dict[str, Any] = {"_id": doc_id, "_source": json.dumps(strip_vectors(source, layout), ensure_ascii=False)}
         for path, spec in layout.fields.items():
             row[spec.column] = coerce(spec, extract(source, spec.source_path))

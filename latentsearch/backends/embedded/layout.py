@@ -304,3 +304,93 @@ def strip_vectors(source: dict[str, Any], layout: IndexLayout) -> dict[str, Any]
         return obj
 
     return walk(source, "")
+
+
+# ---------------------------------------------------------------- dynamic mapping
+
+_DATE_RE = re.compile(r"^\d{4}[-/]\d{2}[-/]\d{2}([T ][0-9:.]+(Z|[+-]\d{2}:?\d{2})?)?$")
+
+
+def _dynamic_type(value: Any) -> dict[str, Any] | None:
+    """OpenSearch's default dynamic mapping for a JSON value (None when it maps nothing)."""
+    if isinstance(value, list):
+        first = next((v for v in value if v is not None), None)
+        return None if first is None else _dynamic_type(first)
+    if isinstance(value, bool):
+        return {"type": "boolean"}
+    if isinstance(value, int):
+        return {"type": "long"}
+    if isinstance(value, float):
+        return {"type": "float"}
+    if isinstance(value, str):
+        if _DATE_RE.match(value):
+            return {"type": "date"}
+        return {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}}
+    if isinstance(value, dict):
+        return {"properties": {}}
+    return None
+
+
+def _is_dynamic(setting: Any, inherited: bool) -> bool | str:
+    if setting is None:
+        return inherited
+    if setting in (False, "false"):
+        return False
+    if setting == "strict":
+        return "strict"
+    return True
+
+
+def dynamic_additions(mappings: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:
+    """Properties OpenSearch would add for unmapped fields of `source` (empty when none).
+
+    Follows `dynamic` at every object level (default true): `false` keeps the field in `_source`
+    only, `strict` rejects the document. Objects inside `nested` fields are not extended."""
+    additions: dict[str, Any] = {}
+
+    def walk(props: dict[str, Any], doc: dict[str, Any], dynamic: bool | str, out: dict[str, Any], prefix: str) -> None:
+        for key, value in doc.items():
+            if value is None or (isinstance(value, list) and not value):
+                continue
+            prop = props.get(key)
+            if prop is None:
+                if dynamic == "strict":
+                    raise MapperParsingError(
+                        f"mapping is strict: field `{prefix}{key}` is not mapped (add it to the mapping)"
+                    )
+                if not dynamic:
+                    continue
+                new = _dynamic_type(value)
+                if new is None:
+                    continue
+                if "properties" in new:
+                    objs = value if isinstance(value, list) else [value]
+                    for obj in objs:
+                        if isinstance(obj, dict):
+                            walk({}, obj, dynamic, new["properties"], f"{prefix}{key}.")
+                out[key] = new
+                continue
+            ptype = prop.get("type", "object" if "properties" in prop or "dynamic" in prop else None)
+            if ptype == "object":
+                inner_dynamic = _is_dynamic(prop.get("dynamic"), bool(dynamic) if dynamic != "strict" else True)
+                if dynamic == "strict" and prop.get("dynamic") is None:
+                    inner_dynamic = "strict"
+                objs = value if isinstance(value, list) else [value]
+                sub_out: dict[str, Any] = {}
+                for obj in objs:
+                    if isinstance(obj, dict):
+                        walk(prop.get("properties", {}), obj, inner_dynamic, sub_out, f"{prefix}{key}.")
+                if sub_out:
+                    out[key] = {"properties": sub_out}
+
+    walk(mappings.get("properties", {}), source, _is_dynamic(mappings.get("dynamic"), True), additions, "")
+    return additions
+
+
+def merge_properties(target: dict[str, Any], additions: dict[str, Any]) -> None:
+    """Merge dynamic additions into a `properties` tree in place (existing fields win)."""
+    for key, prop in additions.items():
+        if key not in target:
+            target[key] = prop
+        elif "properties" in prop:
+            merge_properties(target[key].setdefault("properties", {}), prop["properties"])
