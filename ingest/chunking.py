@@ -29,7 +29,7 @@ def default_chunk_tokens(model_max_tokens: int | None) -> int:
 class TokenChunker:
     """Split text into windows of `size` tokens overlapping by `overlap` tokens."""
 
-    def __init__(self, tokenizer, size: int = LENTEX_CHUNK_TOKENS, overlap: int = LENTEX_OVERLAP):  # noqa: ANN001
+    def __init__(self, tokenizer, size: int = LENTEX_CHUNK_TOKENS, overlap: int = LENTEX_OVERLAP):
         if overlap >= size:
             raise ValueError(f"chunk overlap ({overlap}) must be smaller than the chunk size ({size})")
         self.tokenizer = tokenizer

@@ -14,10 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
-from latentsearch.backends import SearchBackend, open_backend
-from latentsearch.config import Settings
 from latentsearch.ingest.bulk import BulkWriter, Checkpoint, DeadLetter
 from latentsearch.ingest.chunking import TokenChunker, default_chunk_tokens
 from latentsearch.ingest.processors import ContentCache, EmbeddingProcessor, Processor
@@ -25,6 +21,10 @@ from latentsearch.ingest.readers import FieldMap, count_records, read_records
 from latentsearch.ingest.records import Chunk, Rejected, SourceRecord
 from latentsearch.mappings import index_body, schema_from_mapping
 from latentsearch.models.embedder import Embedder, get_embedder
+from pydantic import BaseModel
+
+from latentsearch.backends import SearchBackend, open_backend
+from latentsearch.config import Settings
 
 
 class IngestReport(BaseModel):
@@ -74,6 +74,19 @@ def ensure_index(backend: SearchBackend, settings: Settings, index: str, embedde
     return True
 
 
+def default_processors(settings: Settings, embedder: Embedder) -> list[Processor]:
+    """Dense vectors always; latent entities when the schema has types and `ingest.latent` is on."""
+    processors: list[Processor] = [EmbeddingProcessor(embedder, batch_size=settings.ingest.embed_batch_size)]
+    if settings.ingest.latent and settings.entities.latent_types:
+        from latentsearch.ingest.processors import LatentEntityProcessor
+        from latentsearch.models.extractor import get_extractor
+
+        extractor = get_extractor(settings.models.llm, settings.models.extractor_adapter, settings.models.device,
+                                  batch_size=settings.ingest.extract_batch_size)
+        processors.append(LatentEntityProcessor(extractor, settings.entities))
+    return processors
+
+
 @dataclass
 class _Batch:
     records: list[SourceRecord] = field(default_factory=list)
@@ -98,7 +111,7 @@ def _batches(items: Iterator[SourceRecord | Rejected], chunker: TokenChunker, de
         counters["read"] += 1
         try:
             chunks = chunker.chunk(item)
-        except Exception as err:  # noqa: BLE001 - a tokenizer failure rejects one record, not the run
+        except Exception as err:
             dead.write(Rejected(reason=f"chunking failed: {err}", source_path=item.source_path, line=item.line,
                                 id=item.id, raw=item.text[:2000], stage="chunk"))
             continue
@@ -141,9 +154,8 @@ def ingest(
 
     chunk_tokens = settings.ingest.chunk_tokens or default_chunk_tokens(embedder.max_tokens)
     chunker = TokenChunker(embedder.tokenizer, chunk_tokens, settings.ingest.chunk_overlap)
-    processors = processors if processors is not None else [
-        EmbeddingProcessor(embedder, batch_size=settings.ingest.embed_batch_size)
-    ]
+    if processors is None:
+        processors = default_processors(settings, embedder)
     cache = ContentCache(settings.cache_dir / "processors.sqlite") if settings.ingest.cache else None
 
     checkpoint = Checkpoint.load(settings.home, path, index)
@@ -210,14 +222,21 @@ def ingest(
 def _safe_count(path: str | Path, fmt: str | None) -> int | None:
     try:
         return count_records(path, fmt)
-    except Exception:  # noqa: BLE001 - a progress-bar estimate must never fail the ingest
+    except Exception:
         return None
 
 
-def _progress(enabled: bool):  # noqa: ANN202
+def _progress(enabled: bool):
     if not enabled:
         return nullcontext(None)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

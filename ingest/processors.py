@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from latentsearch.ingest.records import Chunk
 
 
@@ -132,7 +131,7 @@ class EmbeddingProcessor(Processor):
     name = "embed"
     version = "1"
 
-    def __init__(self, embedder, batch_size: int = 64):  # noqa: ANN001 - models.embedder.Embedder
+    def __init__(self, embedder, batch_size: int = 64):
         super().__init__()
         self.embedder = embedder
         self.batch_size = batch_size
@@ -148,3 +147,31 @@ class EmbeddingProcessor(Processor):
 
     def apply(self, chunk: Chunk, output: Any) -> None:
         chunk.vector = np.asarray(output, dtype=np.float32)
+
+
+class LatentEntityProcessor(Processor):
+    """Latent entities for `latent.<type>`: every entity type of the index schema, extracted in
+    batches by the LentEx extractor (closed label sets use constrained choice)."""
+
+    name = "latent"
+    version = "1"
+
+    def __init__(self, extractor, schema):
+        super().__init__()
+        self.extractor = extractor
+        self.schema = schema
+
+    def fingerprint(self) -> str:
+        schema = hashlib.sha256(self.schema.model_dump_json().encode()).hexdigest()[:12]
+        return f"{self.name}:{self.version}:{self.extractor.fingerprint}:{schema}"
+
+    def compute(self, texts: list[str]) -> list[Any]:
+        out: list[dict[str, list[str]]] = [{} for _ in texts]
+        for etype in self.schema.latent_types:
+            values = self.extractor.extract(texts, self.schema.text_type, etype.prompt_name, options=etype.options)
+            for row, vals in zip(out, values):
+                row[etype.name] = vals
+        return out
+
+    def apply(self, chunk: Chunk, output: Any) -> None:
+        chunk.latent = {k: v for k, v in output.items() if v}

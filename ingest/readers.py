@@ -44,9 +44,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, NamedTuple, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
 from latentsearch.ingest.records import Rejected, SourceRecord
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "SUPPORTED_FORMATS",
@@ -200,7 +199,7 @@ def _beir_corpus(p: Path) -> Path | None:
 def read_records(
     path: str | os.PathLike[str],
     *,
-    format: str | None = None,  # noqa: A002 - the public keyword the CLI exposes
+    format: str | None = None,
     fields: FieldMap | Mapping[str, Any] | None = DEFAULT_FIELDS,
     limit: int | None = None,
 ) -> Iterator[Item]:
@@ -221,7 +220,7 @@ def read_records(
     return _read(p, fmt, fm, limit)
 
 
-def count_records(path: str | os.PathLike[str], format: str | None = None) -> int:  # noqa: A002
+def count_records(path: str | os.PathLike[str], format: str | None = None) -> int:
     """Cheap estimate of the number of input records, for progress bars (not exact: blank lines,
     multi-line CSV fields and rejects are not accounted for)."""
     p = Path(path)
@@ -719,7 +718,7 @@ def _read_parquet(path: Path, fm: FieldMap) -> Iterator[_Row | Rejected]:
     src = str(path)
     try:
         pf = pq.ParquetFile(path)
-    except Exception as e:  # noqa: BLE001 - any arrow error means "not readable as Parquet"
+    except Exception as e:
         yield Rejected(reason=f"not a readable Parquet file: {e}", source_path=src)
         return
     try:
@@ -733,7 +732,7 @@ def _read_parquet(path: Path, fm: FieldMap) -> Iterator[_Row | Rejected]:
                     for obj in batch.to_pylist():
                         done += 1
                         yield _Row(row_no + done, {k: _jsonable(v) for k, v in obj.items()}, None)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 yield Rejected(
                     reason=f"rows {row_no + done + 1}-{row_no + rg_rows}: row group {rg} is unreadable: {e}",
                     source_path=src,
@@ -816,8 +815,7 @@ def _read_textdir(root: Path) -> Iterator[Item]:
         except OSError as e:
             yield Rejected(reason=f"cannot read file: {e}", source_path=src, line=1, id=rel)
             continue
-        if data.startswith(_UTF8_BOM):
-            data = data[len(_UTF8_BOM) :]
+        data = data.removeprefix(_UTF8_BOM)
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as e:

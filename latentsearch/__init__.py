@@ -9,4 +9,4 @@ processors, bulk writer), `latentsearch.query` (DSL builders, search), `latentse
 from latentsearch.config import EntitySchema, LatentEntityType, Settings, load_settings
 
 __version__ = "0.1.0"
-__all__ = ["EntitySchema", "LatentEntityType", "Settings", "load_settings", "__version__"]
+__all__ = ["EntitySchema", "LatentEntityType", "Settings", "__version__", "load_settings"]

@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -35,12 +35,12 @@ app = typer.Typer(
 console = Console(stderr=True)
 out = Console()
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML/YAML config file", exists=True, dir_okay=False)]
-IndexOpt = Annotated[Optional[str], typer.Option("--index", "-i", help="Index name (default: config `index`)")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML/YAML config file", exists=True, dir_okay=False)]
+IndexOpt = Annotated[str | None, typer.Option("--index", "-i", help="Index name (default: config `index`)")]
 BackendOpt = Annotated[
-    Optional[str], typer.Option("--backend", "-b", help="embedded | opensearch | elasticsearch (default: embedded without --url)")
+    str | None, typer.Option("--backend", "-b", help="embedded | opensearch | elasticsearch (default: embedded without --url)")
 ]
-UrlOpt = Annotated[Optional[str], typer.Option("--url", help="Cluster URL, e.g. https://localhost:9200")]
+UrlOpt = Annotated[str | None, typer.Option("--url", help="Cluster URL, e.g. https://localhost:9200")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON (stable format) on stdout")]
 
 
@@ -62,7 +62,7 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def _run(fn):  # noqa: ANN001, ANN202 - wraps command bodies so user errors print cleanly
+def _run(fn):
     from latentsearch.backends.base import BackendError
     from latentsearch.models.registry import ModelNotFoundError
 
@@ -79,15 +79,16 @@ def ingest(
     backend: BackendOpt = None,
     url: UrlOpt = None,
     config: ConfigOpt = None,
-    format: Annotated[Optional[str], typer.Option("--format", "-f", help="Override detection: jsonl, csv, tsv, parquet, beir, textdir")] = None,
-    id_field: Annotated[Optional[str], typer.Option(help="Field holding the document id (default: _id, then id)")] = None,
-    text_field: Annotated[Optional[list[str]], typer.Option(help="Field(s) holding the text; repeat to join several")] = None,
-    title_field: Annotated[Optional[str], typer.Option(help="Field holding the title (default: title)")] = None,
-    text_type: Annotated[Optional[str], typer.Option(help="What the texts are, e.g. 'biomedical abstract' (entity schema)")] = None,
-    latent_types: Annotated[Optional[str], typer.Option(help="Comma-separated latent entity types, e.g. disease,chemical")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Ingest at most N records")] = None,
+    format: Annotated[str | None, typer.Option("--format", "-f", help="Override detection: jsonl, csv, tsv, parquet, beir, textdir")] = None,
+    id_field: Annotated[str | None, typer.Option(help="Field holding the document id (default: _id, then id)")] = None,
+    text_field: Annotated[list[str] | None, typer.Option(help="Field(s) holding the text; repeat to join several")] = None,
+    title_field: Annotated[str | None, typer.Option(help="Field holding the title (default: title)")] = None,
+    text_type: Annotated[str | None, typer.Option(help="What the texts are, e.g. 'biomedical abstract' (entity schema)")] = None,
+    latent_types: Annotated[str | None, typer.Option(help="Comma-separated latent entity types, e.g. disease,chemical")] = None,
+    latent: Annotated[bool, typer.Option(help="Extract latent entities (when the schema lists types)")] = True,
+    limit: Annotated[int | None, typer.Option(help="Ingest at most N records")] = None,
     resume: Annotated[bool, typer.Option(help="Skip records a previous run already settled (checkpoint)")] = True,
-    dead_letter: Annotated[Optional[Path], typer.Option(help="Where rejected records go (JSONL)")] = None,
+    dead_letter: Annotated[Path | None, typer.Option(help="Where rejected records go (JSONL)")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar")] = True,
     as_json: JsonOpt = False,
 ) -> None:
@@ -104,6 +105,8 @@ def ingest(
         if text_type or latent_types:
             entities = {"text_type": text_type or "document", "latent_types": latent_types or []}
         settings = _settings(config, index, backend, url, **({"entities": entities} if entities else {}))
+        if not latent:
+            settings.ingest.latent = False
         fm: dict[str, Any] = {}
         if id_field:
             fm["id_field"] = id_field
@@ -271,7 +274,7 @@ def mappings(
     backend: Annotated[str, typer.Option("--backend", "-b", help="opensearch | elasticsearch")] = "opensearch",
     config: ConfigOpt = None,
     dimension: Annotated[int, typer.Option(help="Dense vector dimension (384 for all-MiniLM-L6-v2)")] = 384,
-    out_file: Annotated[Optional[Path], typer.Option("--out", help="Write to this file instead of stdout")] = None,
+    out_file: Annotated[Path | None, typer.Option("--out", help="Write to this file instead of stdout")] = None,
 ) -> None:
     """Print the create-index body (settings + mappings) for the configured entity schema."""
     from latentsearch.mappings import index_body
@@ -291,19 +294,109 @@ def mappings(
 
 @app.command()
 def demo(
-    corpus: Annotated[Optional[Path], typer.Option(help="Corpus to ingest (default: SciFact from ../shared/data, else the bundled 500-abstract sample)")] = None,
+    corpus: Annotated[Path | None, typer.Option(help="Corpus to ingest (default: SciFact from ../shared/data, else the bundled 500-abstract sample)")] = None,
     index: Annotated[str, typer.Option("--index", "-i", help="Index to (re)build")] = "scifact-demo",
-    limit: Annotated[Optional[int], typer.Option(help="Ingest at most N abstracts")] = None,
+    limit: Annotated[int | None, typer.Option(help="Ingest at most N abstracts")] = None,
     queries: Annotated[int, typer.Option(help="How many SciFact claims to run as queries")] = 3,
     k: Annotated[int, typer.Option("--k", "-k")] = 5,
     fresh: Annotated[bool, typer.Option(help="Delete and rebuild the index first")] = False,
+    latent: Annotated[bool, typer.Option(help="Also extract latent entities (LLM; slow on CPU)")] = False,
 ) -> None:
     """End to end on the embedded engine: ingest SciFact abstracts, run claims as queries, print hits."""
     from latentsearch import demo as demo_mod
 
     def body() -> None:
-        demo_mod.run(corpus=corpus, index=index, limit=limit, n_queries=queries, k=k, fresh=fresh,
+        demo_mod.run(corpus=corpus, index=index, limit=limit, n_queries=queries, k=k, fresh=fresh, latent=latent,
                      print_hits=_print_hits, console=out)
+
+    _run(body)
+
+
+train_app = typer.Typer(help="Train the small models latentsearch ships (LoRA adapters, projection heads).",
+                         no_args_is_help=True)
+eval_app = typer.Typer(help="Evaluate models and retrieval on real and synthetic data.", no_args_is_help=True)
+data_app = typer.Typer(help="Build training data sets.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+app.add_typer(eval_app, name="eval")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("lentex")
+def data_lentex(
+    parts: Annotated[Path | None, typer.Option(help="Folder of authored parts (default: models/data/lentex/parts)")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Where train/test_seen/test_unseen.jsonl go (default: models/data/lentex)")] = None,
+    teacher_url: Annotated[str | None, typer.Option(help="Generate with an OpenAI-compatible teacher instead (base URL)")] = None,
+    teacher_model: Annotated[str, typer.Option(help="Teacher model name")] = "gpt-4o-mini",
+    domains: Annotated[int, typer.Option(help="With a teacher: domain-generation rounds")] = 10,
+    per_domain: Annotated[int, typer.Option(help="With a teacher: examples per domain")] = 30,
+) -> None:
+    """Build the LentEx synthetic set: filter (Rouge-L <= 0.5, near-duplicates) and split by domain and instance.
+
+    Without --teacher-url the authored parts are used; with it, steps 1-2 are generated by the teacher
+    first (any OpenAI-compatible endpoint; the key comes from $OPENAI_API_KEY)."""
+    from latentsearch.models import lentex_data as ld
+
+    def body() -> None:
+        parts_dir = parts or ld.DATA_DIR / "parts"
+        if teacher_url:
+            teacher = ld.OpenAITeacher(teacher_url, teacher_model, os.environ.get("OPENAI_API_KEY"))
+            doms = ld.generate_domains(teacher, rounds=domains)
+            parts_dir.mkdir(parents=True, exist_ok=True)
+            with (parts_dir / "teacher.jsonl").open("w", encoding="utf-8") as fh:
+                for d in doms:
+                    fh.write(json.dumps({"kind": "domain", **d.model_dump()}) + "\n")
+                    for ex in ld.generate_instances(teacher, d, n=10, rounds=max(1, per_domain // 10)):
+                        fh.write(json.dumps({"kind": "example", "domain": d.domain, "text": ex.text, "label": ex.label}) + "\n")
+        stats = ld.build_from_parts(parts_dir, out_dir or ld.DATA_DIR)
+        out.print_json(json.dumps(stats))
+
+    _run(body)
+
+
+@train_app.command("extractor")
+def train_extractor(
+    model: Annotated[str, typer.Option(help="Base causal LM (name or folder)")] = "SmolLM2-135M-Instruct",
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Adapter folder (default: the shipped one)")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after N optimizer steps (size the run to the machine)")] = None,
+    limit: Annotated[int | None, typer.Option(help="Use the first N (shuffled) training examples")] = None,
+    batch_size: Annotated[int, typer.Option()] = 8,
+    lr: Annotated[float, typer.Option()] = 1e-4,
+    epochs: Annotated[float, typer.Option()] = 1.0,
+    seed: Annotated[int, typer.Option()] = 7,
+) -> None:
+    """LoRA fine-tuning of the extractor on the synthetic LentEx set (r=16, alpha=32, lr 1e-4, warmup 1 %, 1 epoch)."""
+    from latentsearch.models.train_extractor import TrainConfig, train
+
+    def body() -> None:
+        cfg = TrainConfig(model=model, max_steps=max_steps, limit=limit, batch_size=batch_size, lr=lr,
+                          epochs=epochs, seed=seed)
+        if out_dir:
+            cfg.out_dir = out_dir
+        summary = train(cfg)
+        out.print_json(json.dumps(summary))
+
+    _run(body)
+
+
+@eval_app.command("extraction")
+def eval_extraction(
+    methods: Annotated[str, typer.Option(help="Comma-separated: nearest-label, base, lentex")] = "nearest-label,base,lentex",
+    adapter: Annotated[str, typer.Option(help="LoRA adapter folder (default: the shipped one)")] = "default",
+    limit: Annotated[int | None, typer.Option(help="Sample N examples per test split")] = None,
+    similarity_model: Annotated[str, typer.Option(help="Similarity model (the paper: all-mpnet-base-v2)")] = "all-mpnet-base-v2",
+    as_json: JsonOpt = False,
+) -> None:
+    """Mean semantic similarity of predictions vs references on seen and unseen domains (the LentEx metric)."""
+    from latentsearch.models.eval_extraction import evaluate, table
+
+    def body() -> None:
+        report = evaluate(methods=[m.strip() for m in methods.split(",") if m.strip()], adapter=adapter,
+                          limit=limit, similarity_model=similarity_model,
+                          progress=None if as_json else (lambda msg: console.print(f"[dim]{msg}[/]")))
+        if as_json:
+            out.print_json(report.model_dump_json())
+        else:
+            out.print(table(report))
 
     _run(body)
 

@@ -9,10 +9,10 @@ Nested fields use `__` in env names, e.g. `LATENTSEARCH_BACKEND__URL=https://loc
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+import tomllib
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -133,6 +133,10 @@ class ModelsConfig(_Strict):
     """Model locations. Names resolve to offline PyPI packages; any local path works too."""
 
     embedder: str = Field("all-MiniLM-L6-v2", description="sentence-transformers name or folder")
+    llm: str = Field("SmolLM2-135M-Instruct", description="Causal LM for latent entities (any chat model folder)")
+    extractor_adapter: str = Field(
+        "default", description="LoRA adapter folder for the extractor; `default` = the shipped one, `none` = base model"
+    )
     device: str = "cpu"
 
 
@@ -142,6 +146,8 @@ class IngestConfig(_Strict):
     )
     chunk_overlap: int = Field(10, ge=0)
     embed_batch_size: int = Field(64, ge=1)
+    latent: bool = Field(True, description="Extract latent entities when the entity schema lists types")
+    extract_batch_size: int = Field(16, ge=1)
     write_batch_size: int = Field(256, ge=1)
     max_retries: int = Field(5, ge=0)
     backoff_initial_s: float = Field(0.5, gt=0)

@@ -57,6 +57,7 @@ def run(
     n_queries: int,
     k: int,
     fresh: bool,
+    latent: bool = False,
     print_hits: Callable[[Any], None],
     console: Any,
 ) -> None:
@@ -68,6 +69,7 @@ def run(
     default_docs, queries_path = default_corpus()
     corpus = corpus or default_docs
     settings = load_settings(index=index, entities=SCIFACT_SCHEMA)
+    settings.ingest.latent = latent  # LLM extraction of 6 types per chunk is slow on CPU: opt-in here
     if settings.backend.resolved_kind != "embedded":
         console.print(f"[yellow]note: running the demo on the configured {settings.backend.resolved_kind} backend[/]")
     backend = open_backend(settings.backend)

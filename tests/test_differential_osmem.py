@@ -25,8 +25,8 @@ import pytest
 opensearchpy = pytest.importorskip("opensearchpy")
 pytest.importorskip("osmem_server")
 
-from tests.oracles import dsl_generator as gen  # noqa: E402
-from tests.oracles import hand_cases as hand  # noqa: E402
+from tests.oracles import dsl_generator as gen
+from tests.oracles import hand_cases as hand
 
 DOCS = gen.generate_documents()
 DOCS_BY_ID = {d["doc_id"]: d for d in DOCS}

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from latentsearch.query import dsl
 
 from latentsearch.backends.base import BackendError, BulkAction, IndexNotFoundError, UnsupportedQueryError
 from latentsearch.backends.embedded import EmbeddedBackend
-from latentsearch.query import dsl
 
 DIM = 32
 

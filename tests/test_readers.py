@@ -15,7 +15,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from latentsearch.ingest.readers import (
     SUPPORTED_FORMATS,
     FieldMap,

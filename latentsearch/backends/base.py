@@ -134,13 +134,13 @@ class SearchBackend(ABC):
     def get(self, index: str, doc_id: str) -> dict[str, Any] | None:
         """The `_source` of one document, or None."""
 
-    def refresh(self, index: str) -> None:  # noqa: B027 - optional hook
+    def refresh(self, index: str) -> None:
         """Make recent writes searchable (and compact storage on the embedded engine)."""
 
     def info(self, index: str) -> IndexInfo:
         return IndexInfo(name=index, docs=self.count(index), backend=self.kind, mapping=self.get_mapping(index))
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release connections."""
 
     def __enter__(self) -> SearchBackend:

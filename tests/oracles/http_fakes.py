@@ -83,7 +83,7 @@ class LoopbackServer:
                     outer.requests.append(rec)
                 try:
                     status, headers, payload = outer.responder(rec)
-                except Exception as exc:  # noqa: BLE001 - a bug in a fake must show up, not hang the client
+                except Exception as exc:
                     status, headers, payload = 500, {}, {"error": {"type": "fake_error", "reason": repr(exc)}}
                 if payload is None:
                     data = b""
@@ -122,7 +122,7 @@ class LoopbackServer:
         self.httpd.server_close()
         self.thread.join(timeout=5)
 
-    def __enter__(self) -> LoopbackServer:  # noqa: PYI034 - py3.10 has no typing.Self
+    def __enter__(self) -> LoopbackServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

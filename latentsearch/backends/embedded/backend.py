@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import timedelta
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -177,7 +177,6 @@ class EmbeddedBackend(SearchBackend):
 
     def bulk(self, index: str, actions: Sequence[BulkAction], *, refresh: bool = False) -> list[BulkItemResult]:
         idx = self._apply_dynamic_mapping(self._index(index), actions)
-        layout = idx.layout
         results: list[BulkItemResult | None] = [None] * len(actions)
         rows: dict[str, dict[str, Any]] = {}  # last write per id wins, like sequential bulk
         nested_rows: dict[str, dict[str, list[dict[str, Any]]]] = {}
@@ -236,7 +235,7 @@ class EmbeddedBackend(SearchBackend):
             raise MapperParsingError(f"document `{doc_id}` must be a JSON object, got {type(source).__name__}")
         dynamic_additions(idx.body.get("mappings", {}), source)  # raises for fields a strict mapping refuses
         row: dict[str, Any] = {"_id": doc_id, "_source": json.dumps(strip_vectors(source, layout), ensure_ascii=False)}
-        for path, spec in layout.fields.items():
+        for spec in layout.fields.values():
             row[spec.column] = coerce(spec, extract(source, spec.source_path))
         nested_out: dict[str, list[dict[str, Any]]] = {}
         for path, nested in layout.nested.items():
@@ -245,8 +244,10 @@ class EmbeddedBackend(SearchBackend):
             for ord_, obj in enumerate(objs):
                 if not isinstance(obj, dict):
                     raise MapperParsingError(f"nested field `{path}` of `{doc_id}` must hold objects, got {obj!r:.80}")
-                nrow: dict[str, Any] = {"_parent": doc_id, "_ord": ord_, "_source": json.dumps(obj, ensure_ascii=False)}
-                for fpath, spec in nested.fields.items():
+                kept = {k: v for k, v in obj.items() if nested.fields.get(f"{path}.{k}", None) is None
+                        or nested.fields[f"{path}.{k}"].kind != "vector"}
+                nrow: dict[str, Any] = {"_parent": doc_id, "_ord": ord_, "_source": json.dumps(kept, ensure_ascii=False)}
+                for spec in nested.fields.values():
                     nrow[spec.column] = coerce(spec, extract(obj, spec.source_path[len(path) + 1 :]))
                 out.append(nrow)
             nested_out[path] = out
@@ -287,7 +288,7 @@ class EmbeddedBackend(SearchBackend):
         for table in [idx.main, *idx.nested_tables.values()]:
             try:
                 fragments = table.stats().fragment_stats.num_fragments
-            except Exception:  # noqa: BLE001 - stats are an optimisation hint only
+            except Exception:
                 fragments = 0
             if fragments > 16:
                 table.optimize()

@@ -1,0 +1,201 @@
+"""LentEx: prompts, answer normalisation, constrained choice, the synthetic-data pipeline (filters,
+splits, teacher over real HTTP), the nearest-label baseline and the latent ingest processor."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from latentsearch.models import lentex_data as ld
+from latentsearch.models.extractor import INSTRUCTIONS, get_extractor, normalize_answer, user_message
+
+
+def test_five_paraphrased_instructions() -> None:
+    assert len(INSTRUCTIONS) == 5
+    assert INSTRUCTIONS[0] == "From the given {text_type}, determine the {latent_entity_type}."
+    assert INSTRUCTIONS[4] == "Examine the {text_type} provided and determine the {latent_entity_type}."
+    msg = user_message("Great goal in the 90th minute.", "sports commentary", "sport name", instruction=1)
+    assert msg.startswith("Based on the provided sports commentary, identify the sport name.")
+    assert msg.endswith("Sports commentary: Great goal in the 90th minute.")
+    assert "one of: rct; cohort" in user_message("x", "abstract", "study type", options=["rct", "cohort"])
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Football", ["football"]),
+        ("  The sport name is: Ice Hockey.", ["ice hockey"]),
+        ("Answer: diabetes, hypertension; obesity, diabetes", ["diabetes", "hypertension", "obesity"]),
+        ('"Jazz"\n\nJazz is a genre that...', ["jazz"]),
+        ("a, b, c, d, e", ["a", "b", "c"]),
+        ("", []),
+        ("this answer is far too long to be an entity name at all, really", []),
+    ],
+)
+def test_normalize_answer(raw: str, expected: list[str]) -> None:
+    assert normalize_answer(raw) == expected
+
+
+def _examples(domain: str, pairs: list[tuple[str, str]], text_type: str = "review", etype: str = "genre") -> list[ld.Example]:
+    return [ld.Example(domain=domain, text_type=text_type, latent_entity_type=etype, text=t, label=lab) for t, lab in pairs]
+
+
+def test_filters_drop_written_labels_and_near_duplicates() -> None:
+    rows = _examples("d", [
+        ("Spaceships battle near a dying star while the crew mutinies.", "science fiction"),
+        ("A science fiction saga about a robot.", "science fiction"),  # label written: Rouge-L > 0.5
+        ("Spaceships battle near a dying star while the crew mutinies!", "science fiction"),  # same text
+        ("Spaceships battle near a dying star while the whole crew mutinies.", "science fiction"),  # near-dup
+        ("Two strangers fall for each other over letters.", "romance"),
+        ("", "empty"),
+    ])
+    kept, stats = ld.filter_examples(rows)
+    assert [k.label for k in kept] == ["science fiction", "romance"]
+    assert (stats.dropped_label_in_text, stats.dropped_near_duplicate, stats.dropped_empty) == (1, 2, 1)
+    assert ld.rouge_l("a science fiction saga", "science fiction") > 0.5
+
+
+def test_split_holds_out_whole_domains(tmp_path: Path) -> None:
+    domains = [ld.Domain(domain=f"x{i}", text_type=f"type {i}", latent_entity_type="thing", category=f"c{i % 3}")
+               for i in range(20)]
+    domains.append(ld.Domain(domain="bio", text_type="biomedical abstract", latent_entity_type="disease", category="c0"))
+    examples = [ex for d in domains for ex in _examples(d.domain, [(f"text {d.domain} {j}", f"l{j}") for j in range(10)],
+                                                        d.text_type, d.latent_entity_type)]
+    rows = ld.split(domains, examples, unseen=6, seen_test=0.2)
+    unseen = {r.domain for r in rows if r.split == "test_unseen"}
+    assert len(unseen) == 6 and "bio" not in unseen  # our own index types are never held out
+    assert not unseen & {r.domain for r in rows if r.split != "test_unseen"}
+    seen_test = [r for r in rows if r.split == "test_seen"]
+    assert len(seen_test) == 2 * (21 - 6)
+
+
+def test_build_from_parts_roundtrip(tmp_path: Path) -> None:
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    lines = []
+    for i in range(14):
+        lines.append({"kind": "domain", "domain": f"z{i}", "category": f"c{i % 4}", "text_type": f"note kind {i}",
+                      "latent_entity_type": "mood"})
+        lines += [{"kind": "example", "domain": f"z{i}", "text": f"entry {i} number {j} about weather {j * i}",
+                   "label": f"calm {j}"} for j in range(10)]
+    (parts / "p.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
+    stats = ld.build_from_parts(parts, tmp_path)
+    assert stats["domains"] == 14 and sum(stats["splits"].values()) == stats["examples_kept"]
+    assert len(stats["unseen_domains"]) == 12 and ld.load_split("train", tmp_path)
+
+
+def test_teacher_reply_parsers() -> None:
+    reply = 'Sure: seed_task_dict = {"podcast transcript": "podcast_topic", "tweet": "emotion"}'
+    assert ld.parse_domain_dict(reply) == {"podcast transcript": "podcast_topic", "tweet": "emotion"}
+    assert ld.parse_domain_dict("{'recipe': 'cuisine'}") == {"recipe": "cuisine"}
+    rows = '<code>{"text_type": "The pasta was al dente.", "latent_entity_type": "italian"}\n{"text": "Sushi night", "label": "japanese"}\nnoise</code>'
+    assert ld.parse_instances(rows) == [("The pasta was al dente.", "italian"), ("Sushi night", "japanese")]
+
+
+class _ScriptedModel:
+    """Stands in for the teacher *model* behind a real HTTP server (the code under test is the client)."""
+
+    def __init__(self) -> None:
+        self.prompts: list[str] = []
+
+    def __call__(self, prompt: str) -> str:
+        self.prompts.append(prompt)
+        if "data dictionary" in prompt:
+            return '{"travel blog": "country", "song lyrics": "music_genre"}'
+        return '<code>{"text": "Fjords, midnight sun and brown cheese.", "label": "norway"}</code>'
+
+
+def _serve(app) -> tuple[str, object]:  # noqa: ANN001
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 10
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    return f"http://127.0.0.1:{port}/v1", server
+
+
+def test_openai_teacher_over_real_http() -> None:
+    from fastapi import FastAPI, Header, HTTPException
+
+    model = _ScriptedModel()
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    def chat(body: dict, authorization: str | None = Header(None)) -> dict:
+        if authorization != "Bearer k":
+            raise HTTPException(401, "bad key")
+        content = model(body["messages"][-1]["content"])
+        return {"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}], "model": body["model"]}
+
+    url, server = _serve(app)
+    try:
+        teacher = ld.OpenAITeacher(url, "teacher", api_key="k")
+        domains = ld.generate_domains(teacher, rounds=2, per_round=2)
+        assert {(d.text_type, d.latent_entity_type) for d in domains} >= {("travel blog", "country"), ("song lyrics", "music genre")}
+        assert len({d.domain for d in domains}) == len(domains) == 6  # 4 seeds + 2 new, repeats removed
+        examples = ld.generate_instances(teacher, domains[-1], n=3)
+        assert [(e.text, e.label) for e in examples] == [("Fjords, midnight sun and brown cheese.", "norway")]
+        assert "must be inferable from the text but never written in it" in model.prompts[-1]
+        with pytest.raises(RuntimeError, match="401"):
+            ld.OpenAITeacher(url, "teacher", api_key="wrong").complete("hi")
+    finally:
+        server.should_exit = True
+
+
+def test_nearest_label_baseline(embedder) -> None:
+    from latentsearch.models.eval_extraction import nearest_label_baseline
+
+    train = _examples("m", [("guitars and drums roaring", "rock"), ("a saxophone improvising", "jazz")])
+    predict = nearest_label_baseline(train, lambda texts: embedder.encode(list(texts)))
+    test = _examples("m", [("distorted electric guitar riffs and drums", "rock")])
+    assert predict(test) == ["rock"]
+
+
+@pytest.fixture(scope="module")
+def base_extractor():
+    return get_extractor(adapter=None, max_new_tokens=8)
+
+
+def test_extractor_base_model_batches_and_normalises(base_extractor) -> None:
+    texts = ["The patient had high blood sugar and was started on insulin.", "The striker scored twice."]
+    out = base_extractor.extract(texts, "clinical note", "disease")
+    assert len(out) == 2 and all(isinstance(v, list) and len(v) <= 3 for v in out)
+    assert all(x == x.lower() and x.strip() == x for v in out for x in v)
+
+
+def test_extractor_options_are_constrained(base_extractor) -> None:
+    options = ["football", "tennis", "swimming"]
+    out = base_extractor.extract(["He served an ace on match point at Wimbledon."], "sports commentary", "sport name",
+                                 options=options)
+    assert len(out) == 1 and out[0][0] in options
+
+
+def test_latent_processor_fills_the_index(home: Path, scifact_sample: Path) -> None:
+    from latentsearch.backends.embedded import EmbeddedBackend
+    from latentsearch.config import load_settings
+    from latentsearch.ingest.pipeline import ingest
+
+    corpus = home.parent / "c.jsonl"
+    corpus.write_bytes(b"\n".join(scifact_sample.read_bytes().splitlines()[:3]) + b"\n")
+    settings = load_settings(index="lat", entities={"text_type": "biomedical abstract", "latent_types": [
+        "disease", {"name": "study_type", "options": ["clinical trial", "laboratory study", "review"]}]},
+        models={"extractor_adapter": "none"})
+    report = ingest(corpus, settings, progress=False)
+    assert report.rejected == 0
+    backend = EmbeddedBackend(home / "db")
+    hits = backend.search("lat", {"query": {"exists": {"field": "latent.study_type"}}, "size": 100})["hits"]["hits"]
+    assert len(hits) == report.chunks  # a closed label set always yields one option
+    assert all(h["_source"]["latent"]["study_type"][0] in {"clinical trial", "laboratory study", "review"} for h in hits)
+    value = hits[0]["_source"]["latent"]["study_type"][0]
+    assert backend.count("lat", {"term": {"latent.study_type": value}}) >= 1
