@@ -401,6 +401,37 @@ def eval_extraction(
     _run(body)
 
 
+@eval_app.command("clustering")
+def eval_clustering(
+    jsonl: Annotated[Path, typer.Option("--jsonl", help="Labelled JSONL (optionally .gz)", exists=True)],
+    text_field: Annotated[str, typer.Option("--text-field")] = "text",
+    label_field: Annotated[str, typer.Option("--label-field")] = "label",
+    n: Annotated[int, typer.Option(help="Stratified sample size")] = 2000,
+    text_type: Annotated[str, typer.Option()] = "newsgroup post",
+    latent_entity_type: Annotated[str, typer.Option()] = "discussion topic",
+    adapter: Annotated[str, typer.Option(help="LoRA adapter folder, `default`, or `none` (base model)")] = "default",
+    as_json: JsonOpt = False,
+) -> None:
+    """V-measure (MiniBatchKMeans, k = labels) of MiniLM(text), MiniLM(latent entities) and their concatenation."""
+    from latentsearch.models.eval_clustering import evaluate
+
+    def body() -> None:
+        report = evaluate(jsonl, text_field=text_field, label_field=label_field, n=n, text_type=text_type,
+                          latent_entity_type=latent_entity_type, adapter=adapter)
+        if as_json:
+            out.print_json(report.model_dump_json())
+            return
+        table = Table(title=f"clustering: {report.documents} docs, {report.labels} labels "
+                            f"(extraction {report.extraction_seconds:.0f} s)")
+        table.add_column("representation")
+        table.add_column("V-measure", justify="right")
+        for row in report.rows:
+            table.add_row(row.representation, f"{100 * row.v_measure:.2f} ± {100 * row.v_measure_std:.2f}")
+        out.print(table)
+
+    _run(body)
+
+
 def _version() -> str:
     from latentsearch import __version__
 

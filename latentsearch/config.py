@@ -9,10 +9,11 @@ Nested fields use `__` in env names, e.g. `LATENTSEARCH_BACKEND__URL=https://loc
 from __future__ import annotations
 
 import os
+import tomllib
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-import tomllib
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -186,7 +187,13 @@ class Settings(BaseSettings):
         return self.home / "cache"
 
 
+_explicit_config: ContextVar[Path | None] = ContextVar("latentsearch_config_file", default=None)
+
+
 def find_config_file() -> Path | None:
+    """`load_settings(config_file=...)`, else $LATENTSEARCH_CONFIG, else ./latentsearch.{toml,yaml,yml}."""
+    if _explicit_config.get() is not None:
+        return _explicit_config.get()
     explicit = os.environ.get("LATENTSEARCH_CONFIG")
     if explicit:
         path = Path(explicit)
@@ -223,7 +230,13 @@ class _FileSource(PydanticBaseSettingsSource):
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Settings from defaults < file < env < overrides; `config_file` replaces the file lookup."""
-    if config_file is not None:
-        os.environ["LATENTSEARCH_CONFIG"] = str(config_file)
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    return Settings(**overrides)
+    if config_file is None:
+        return Settings(**overrides)
+    if not Path(config_file).is_file():
+        raise FileNotFoundError(f"config file {config_file} does not exist")
+    token = _explicit_config.set(Path(config_file))
+    try:
+        return Settings(**overrides)
+    finally:
+        _explicit_config.reset(token)

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from latentsearch.models import lentex_data as ld
 from latentsearch.models.extractor import INSTRUCTIONS, get_extractor, normalize_answer, user_message
 
@@ -34,7 +33,7 @@ def test_five_paraphrased_instructions() -> None:
         ('"Jazz"\n\nJazz is a genre that...', ["jazz"]),
         ("a, b, c, d, e", ["a", "b", "c"]),
         ("", []),
-        ("this answer is far too long to be an entity name at all, really", []),
+        ("this answer is far too long to be an entity name at all really", []),
     ],
 )
 def test_normalize_answer(raw: str, expected: list[str]) -> None:
@@ -48,7 +47,7 @@ def _examples(domain: str, pairs: list[tuple[str, str]], text_type: str = "revie
 def test_filters_drop_written_labels_and_near_duplicates() -> None:
     rows = _examples("d", [
         ("Spaceships battle near a dying star while the crew mutinies.", "science fiction"),
-        ("A science fiction saga about a robot.", "science fiction"),  # label written: Rouge-L > 0.5
+        ("A science fiction saga.", "science fiction"),  # label written: Rouge-L 0.67 > 0.5
         ("Spaceships battle near a dying star while the crew mutinies!", "science fiction"),  # same text
         ("Spaceships battle near a dying star while the whole crew mutinies.", "science fiction"),  # near-dup
         ("Two strangers fall for each other over letters.", "romance"),
@@ -57,7 +56,7 @@ def test_filters_drop_written_labels_and_near_duplicates() -> None:
     kept, stats = ld.filter_examples(rows)
     assert [k.label for k in kept] == ["science fiction", "romance"]
     assert (stats.dropped_label_in_text, stats.dropped_near_duplicate, stats.dropped_empty) == (1, 2, 1)
-    assert ld.rouge_l("a science fiction saga", "science fiction") > 0.5
+    assert ld.rouge_l("a science fiction saga about a robot", "science fiction") < 0.5  # the paper filter only catches short texts
 
 
 def test_split_holds_out_whole_domains(tmp_path: Path) -> None:
@@ -110,7 +109,7 @@ class _ScriptedModel:
         return '<code>{"text": "Fjords, midnight sun and brown cheese.", "label": "norway"}</code>'
 
 
-def _serve(app) -> tuple[str, object]:  # noqa: ANN001
+def _serve(app) -> tuple[str, object]:
     import uvicorn
 
     with socket.socket() as s:
@@ -182,9 +181,10 @@ def test_extractor_options_are_constrained(base_extractor) -> None:
 
 
 def test_latent_processor_fills_the_index(home: Path, scifact_sample: Path) -> None:
+    from latentsearch.ingest.pipeline import ingest
+
     from latentsearch.backends.embedded import EmbeddedBackend
     from latentsearch.config import load_settings
-    from latentsearch.ingest.pipeline import ingest
 
     corpus = home.parent / "c.jsonl"
     corpus.write_bytes(b"\n".join(scifact_sample.read_bytes().splitlines()[:3]) + b"\n")
@@ -199,3 +199,32 @@ def test_latent_processor_fills_the_index(home: Path, scifact_sample: Path) -> N
     assert all(h["_source"]["latent"]["study_type"][0] in {"clinical trial", "laboratory study", "review"} for h in hits)
     value = hits[0]["_source"]["latent"]["study_type"][0]
     assert backend.count("lat", {"term": {"latent.study_type": value}}) >= 1
+
+
+def test_eval_extraction_nearest_label_on_the_shipped_splits() -> None:
+    from latentsearch.models.eval_extraction import evaluate, table
+
+    report = evaluate(methods=["nearest-label"], similarity_model="all-MiniLM-L6-v2", limit=20)
+    assert {(r.method, r.split, r.n) for r in report.rows} == {("nearest-label", "test_seen", 20),
+                                                                ("nearest-label", "test_unseen", 20)}
+    assert all(0.0 < r.similarity < 1.0 for r in report.rows)
+    assert "unseen domains" in table(report)
+
+
+def test_clustering_pieces_on_real_newsgroups() -> None:
+    from latentsearch.models.eval_clustering import read_labeled, stratified_sample, v_measure
+
+    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "20newsgroups" / "20newsgroups_19997.jsonl.gz"
+    if not path.is_file():
+        pytest.skip("../shared/data/20newsgroups is not beside the checkout")
+    rows = read_labeled(path, "text", "label")
+    assert len(rows) > 19_000
+    sample = stratified_sample(rows, 200)
+    assert len(sample) == 200 and len({lab for _, lab in sample}) == 20
+    import numpy as np
+
+    labels = [lab for _, lab in sample]
+    onehot = np.eye(20)[[sorted(set(labels)).index(lab) for lab in labels]]
+    assert v_measure(onehot, labels, seeds=2)[0] > 0.95  # a perfect representation clusters perfectly
+    noise = np.random.default_rng(0).normal(size=(200, 8))
+    assert v_measure(noise, labels, seeds=2)[0] < 0.4

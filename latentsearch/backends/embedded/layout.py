@@ -227,7 +227,7 @@ def parse_date(value: Any, path: str = "date") -> int:
                 f"failed to parse date field `{path}` with value {value!r}: use ISO 8601 or epoch millis"
             ) from None
         if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=dt.timezone.utc)
+            parsed = parsed.replace(tzinfo=dt.UTC)
         return int(parsed.timestamp() * 1000)
     raise MapperParsingError(f"failed to parse date field `{path}` with value {value!r}")
 
