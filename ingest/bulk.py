@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -58,9 +59,22 @@ class Checkpoint:
     written: int = 0
 
     @staticmethod
-    def location(home: Path, source: str | Path, index: str) -> Path:
-        key = hashlib.sha256(f"{Path(source).resolve()}\x00{index}".encode()).hexdigest()[:16]
+    def location(home: Path, source: str | Path, index: str, target: str = "") -> Path:
+        """One file per (source, index, backend target): the same file ingested into a same-named
+        index on another cluster has its own progress."""
+        key = hashlib.sha256(f"{Path(source).resolve()}\x00{index}\x00{target}".encode()).hexdigest()[:16]
         return home / "checkpoints" / f"{index}-{key}.json"
+
+    @staticmethod
+    def forget_index(home: Path, index: str) -> int:
+        """Delete every checkpoint of `index` (and only of it); returns how many."""
+        pattern = re.compile(rf"^{re.escape(index)}-[0-9a-f]{{16}}\.json$")
+        gone = 0
+        for path in (home / "checkpoints").glob(f"{index}-*.json"):
+            if pattern.match(path.name):
+                path.unlink(missing_ok=True)
+                gone += 1
+        return gone
 
     @staticmethod
     def source_fingerprint(source: str | Path) -> str:
@@ -73,8 +87,8 @@ class Checkpoint:
         return f"{st.st_size}-{int(st.st_mtime)}"
 
     @classmethod
-    def load(cls, home: Path, source: str | Path, index: str) -> Checkpoint:
-        path = cls.location(home, source, index)
+    def load(cls, home: Path, source: str | Path, index: str, target: str = "") -> Checkpoint:
+        path = cls.location(home, source, index, target)
         fp = cls.source_fingerprint(source)
         if path.is_file():
             try:

@@ -29,12 +29,22 @@ def default_chunk_tokens(model_max_tokens: int | None) -> int:
 class TokenChunker:
     """Split text into windows of `size` tokens overlapping by `overlap` tokens."""
 
-    def __init__(self, tokenizer, size: int = LENTEX_CHUNK_TOKENS, overlap: int = LENTEX_OVERLAP):
+    def __init__(self, tokenizer, size: int = LENTEX_CHUNK_TOKENS, overlap: int = LENTEX_OVERLAP,
+                 model_max_tokens: int | None = None):
+        """`model_max_tokens`: when given, a record's chunks shrink so that title + chunk + the two
+        special tokens still fit the embedder (a long title would otherwise push the tail out)."""
         if overlap >= size:
             raise ValueError(f"chunk overlap ({overlap}) must be smaller than the chunk size ({size})")
         self.tokenizer = tokenizer
         self.size = size
         self.overlap = overlap
+        self.model_max_tokens = model_max_tokens
+
+    def size_for(self, title: str | None) -> int:
+        if not title or not self.model_max_tokens:
+            return self.size
+        title_tokens = len(self.tokenizer(title, add_special_tokens=False, verbose=False)["input_ids"])
+        return max(self.overlap + 16, min(self.size, self.model_max_tokens - 3 - title_tokens))
 
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
         """Character spans of every token (windowed for huge documents)."""
@@ -53,22 +63,23 @@ class TokenChunker:
             start = end
         return spans
 
-    def spans(self, text: str) -> list[tuple[int, int]]:
-        """Character (start, end) of each chunk."""
+    def spans(self, text: str, size: int | None = None) -> list[tuple[int, int]]:
+        """Character (start, end) of each chunk of `size` tokens (default: the chunker's size)."""
+        size = size or self.size
         offsets = self.token_offsets(text)
         if not offsets:
             return [(0, len(text))] if text.strip() else []
-        step = self.size - self.overlap
+        step = size - self.overlap
         out = []
         for i in range(0, len(offsets), step):
-            window = offsets[i : i + self.size]
+            window = offsets[i : i + size]
             out.append((window[0][0], window[-1][1]))
-            if i + self.size >= len(offsets):
+            if i + size >= len(offsets):
                 break
         return out
 
     def chunk(self, record: SourceRecord) -> list[Chunk]:
-        spans = self.spans(record.text)
+        spans = self.spans(record.text, self.size_for(record.title))
         return [
             Chunk(
                 doc_id=record.id,

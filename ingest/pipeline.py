@@ -21,9 +21,10 @@ from latentsearch.ingest.readers import FieldMap, count_records, read_records
 from latentsearch.ingest.records import Chunk, Rejected, SourceRecord
 from latentsearch.mappings import index_body, schema_from_mapping
 from latentsearch.models.embedder import Embedder, get_embedder
+from latentsearch.query import dsl
 from pydantic import BaseModel
 
-from latentsearch.backends import SearchBackend, open_backend
+from latentsearch.backends import BulkAction, SearchBackend, open_backend
 from latentsearch.config import Settings
 
 
@@ -45,6 +46,7 @@ class IngestReport(BaseModel):
     docs_per_s: float
     chunks_per_s: float
     dead_letter: str | None
+    stale_chunks_deleted: int = 0  # chunks of re-ingested documents that now have fewer chunks
     resumed_from_item: int
 
 
@@ -57,6 +59,12 @@ def ensure_index(backend: SearchBackend, settings: Settings, index: str, embedde
     if backend.index_exists(index):
         meta = (backend.get_mapping(index).get("_meta") or {}).get("latentsearch") or {}
         dim = meta.get("dimension")
+        name = meta.get("embedder")
+        if name and name != embedder.name:
+            raise IndexMismatchError(
+                f"index `{index}` was built with the embedder {name!r}, not {embedder.name!r}: vectors from two "
+                "models do not mix; use the same embedder or a new index name"
+            )
         if dim is not None and int(dim) != embedder.dimension:
             raise IndexMismatchError(
                 f"index `{index}` holds {dim}-d vectors but the embedder {embedder.name!r} makes "
@@ -144,7 +152,7 @@ def ingest(
     started = time.perf_counter()
     backend = backend or open_backend(settings.backend)
     embedder = get_embedder(settings.models.embedder, settings.models.device)
-    ensure_index(backend, settings, index, embedder)
+    created = ensure_index(backend, settings, index, embedder)
     mapping_schema = schema_from_mapping(backend.get_mapping(index))
     if mapping_schema is not None and mapping_schema != settings.entities and settings.entities.latent_types:
         raise IndexMismatchError(
@@ -153,14 +161,17 @@ def ingest(
         )
 
     chunk_tokens = settings.ingest.chunk_tokens or default_chunk_tokens(embedder.max_tokens)
-    chunker = TokenChunker(embedder.tokenizer, chunk_tokens, settings.ingest.chunk_overlap)
+    chunker = TokenChunker(embedder.tokenizer, chunk_tokens, settings.ingest.chunk_overlap,
+                           model_max_tokens=embedder.max_tokens)
     if processors is None:
         processors = default_processors(settings, embedder)
     cache = ContentCache(settings.cache_dir / "processors.sqlite") if settings.ingest.cache else None
 
-    checkpoint = Checkpoint.load(settings.home, path, index)
-    if not resume:
+    target = f"{backend.kind}:{settings.backend.url or settings.backend.resolved_embedded_path}"
+    checkpoint = Checkpoint.load(settings.home, path, index, target)
+    if not resume or created:  # a new (or re-created) index has none of the earlier progress
         checkpoint.line = 0
+        checkpoint.written = 0
     resumed_from = checkpoint.line
     stamp = time.strftime("%Y%m%d-%H%M%S")
     dead = DeadLetter(dead_letter_path or settings.home / "deadletter" / f"{index}-{stamp}.jsonl")
@@ -171,7 +182,7 @@ def ingest(
         backoff_initial_s=settings.ingest.backoff_initial_s,
         backoff_max_s=settings.ingest.backoff_max_s,
     )
-    counters = {"read": 0, "skipped": 0, "chunks": 0}
+    counters = {"read": 0, "skipped": 0, "chunks": 0, "stale_deleted": 0}
     total = _safe_count(path, fmt) if progress else None
     bar = _progress(progress)
     with bar as live:
@@ -182,6 +193,8 @@ def ingest(
             for proc in processors:
                 proc(batch.chunks, cache)
             writer.write(batch.chunks)
+            if not created:
+                counters["stale_deleted"] += _delete_stale_chunks(backend, index, batch.chunks)
             counters["chunks"] += len(batch.chunks)
             checkpoint.line = max(checkpoint.line, batch.last_seq)
             checkpoint.written += len(batch.chunks)
@@ -215,8 +228,25 @@ def ingest(
         docs_per_s=round(processed / seconds, 2) if seconds else 0.0,
         chunks_per_s=round(counters["chunks"] / seconds, 2) if seconds else 0.0,
         dead_letter=str(dead.path) if dead.count else None,
+        stale_chunks_deleted=counters["stale_deleted"],
         resumed_from_item=resumed_from,
     )
+
+
+def _delete_stale_chunks(backend: SearchBackend, index: str, chunks: list[Chunk]) -> int:
+    """A re-ingested document that got shorter leaves chunks numbered >= its new count: delete them,
+    so that re-runs overwrite instead of leaving old text behind."""
+    counts: dict[str, int] = {}
+    for c in chunks:
+        counts[c.doc_id] = c.count
+    should = [dsl.bool_query(filter=[dsl.term("doc_id", d), dsl.range_("chunk.no", gte=n)]) for d, n in counts.items()]
+    stale: list[str] = []
+    for i in range(0, len(should), 256):
+        body = {"query": dsl.bool_query(should=should[i : i + 256]), "size": 10_000, "_source": False}
+        stale += [h["_id"] for h in backend.search(index, body)["hits"]["hits"]]
+    if stale:
+        backend.bulk(index, [BulkAction(id=s, op="delete") for s in stale])
+    return len(stale)
 
 
 def _safe_count(path: str | Path, fmt: str | None) -> int | None:

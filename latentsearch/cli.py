@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from latentsearch.config import BackendKind, Settings, load_settings
+from latentsearch.config import BackendKind, EntitySchema, Settings, load_settings
 
 app = typer.Typer(
     name="latentsearch",
@@ -101,10 +101,14 @@ def ingest(
     from latentsearch.ingest.readers import FieldMap
 
     def body() -> None:
-        entities: dict[str, Any] | None = None
-        if text_type or latent_types:
-            entities = {"text_type": text_type or "document", "latent_types": latent_types or []}
-        settings = _settings(config, index, backend, url, **({"entities": entities} if entities else {}))
+        settings = _settings(config, index, backend, url)
+        if text_type or latent_types:  # only the flags given replace the configured schema's parts
+            entities = settings.entities.model_dump()
+            if text_type:
+                entities["text_type"] = text_type
+            if latent_types:
+                entities["latent_types"] = latent_types
+            settings.entities = EntitySchema.model_validate(entities)
         if not latent:
             settings.ingest.latent = False
         fm: dict[str, Any] = {}
@@ -253,6 +257,7 @@ def delete_index(
 ) -> None:
     """Delete an index and everything in it (also forgets its ingest checkpoints)."""
     from latentsearch.backends import open_backend
+    from latentsearch.ingest.bulk import Checkpoint
 
     def body() -> None:
         settings = _settings(config, name, backend, url)
@@ -262,8 +267,7 @@ def delete_index(
         if not yes and not typer.confirm(f"Delete index `{name}` ({engine.count(name)} chunks)?"):
             raise typer.Exit(1)
         engine.delete_index(name)
-        for ck in (settings.home / "checkpoints").glob(f"{name}-*.json"):
-            ck.unlink()
+        Checkpoint.forget_index(settings.home, name)
         out.print(f"deleted index `{name}`")
 
     _run(body)
@@ -338,7 +342,8 @@ def data_lentex(
 
     def body() -> None:
         parts_dir = parts or ld.DATA_DIR / "parts"
-        if teacher_url:
+        if teacher_url:  # teacher output gets its own folder: never mixed with the authored parts
+            parts_dir = (out_dir or Path.cwd() / "lentex-data") / "teacher-parts"
             teacher = ld.OpenAITeacher(teacher_url, teacher_model, os.environ.get("OPENAI_API_KEY"))
             doms = ld.generate_domains(teacher, rounds=domains)
             parts_dir.mkdir(parents=True, exist_ok=True)
@@ -347,7 +352,7 @@ def data_lentex(
                     fh.write(json.dumps({"kind": "domain", **d.model_dump()}) + "\n")
                     for ex in ld.generate_instances(teacher, d, n=10, rounds=max(1, per_domain // 10)):
                         fh.write(json.dumps({"kind": "example", "domain": d.domain, "text": ex.text, "label": ex.label}) + "\n")
-        stats = ld.build_from_parts(parts_dir, out_dir or ld.DATA_DIR)
+        stats = ld.build_from_parts(parts_dir, out_dir or (parts_dir.parent if teacher_url else ld.DATA_DIR))
         out.print_json(json.dumps(stats))
 
     _run(body)

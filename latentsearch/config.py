@@ -182,6 +182,17 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, _FileSource(settings_cls))
 
+    @field_validator("home", mode="after")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @model_validator(mode="after")
+    def _embedded_under_home(self) -> Settings:
+        if self.backend.embedded_path is None:
+            self.backend.embedded_path = self.home / "db"
+        return self
+
     @property
     def cache_dir(self) -> Path:
         return self.home / "cache"

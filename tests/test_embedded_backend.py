@@ -282,3 +282,38 @@ def test_dynamic_mapping_makes_metadata_filterable(tmp_path: Path) -> None:
     assert backend.count("dyn", dsl.range_("metadata.published", gte="2021-01-01")) == 1
     assert backend.count("dyn", dsl.term("metadata.oa", True)) == 1
     assert EmbeddedBackend(tmp_path / "db").count("dyn", dsl.term("metadata.year", 2021)) == 1  # persisted
+
+
+def test_hybrid_filter_and_pagination_depth(tmp_path: Path) -> None:
+    backend = EmbeddedBackend(tmp_path / "db")
+    vecs = _fill(backend, "hf", 60)
+    flt = dsl.term("group", "g1")
+    body = {"size": 10, "query": {"hybrid": {"queries": [dsl.match("text", "item"), dsl.knn("vector", vecs[0].tolist(), k=5)],
+                                             "filter": flt, "pagination_depth": 20}}}
+    hits = backend.search("hf", body)["hits"]["hits"]
+    assert hits and all(backend.get("hf", h["_id"])["group"] == "g1" for h in hits)
+    knn_only = {"size": 10, "query": {"hybrid": {"queries": [dsl.knn("vector", vecs[0].tolist(), k=5)], "filter": flt}}}
+    assert len(backend.search("hf", knn_only)["hits"]["hits"]) == 5  # the filter went inside k-NN: still k hits
+    with pytest.raises(UnsupportedQueryError, match="hybrid.bogus"):
+        backend.search("hf", {"query": {"hybrid": {"queries": [dsl.match_all()], "bogus": 1}}})
+
+
+def test_dotted_keys_dates_and_integer_coercion(tmp_path: Path) -> None:
+    backend = EmbeddedBackend(tmp_path / "db")
+    backend.create_index("dk", {"mappings": {"properties": {"n": {"type": "long"}}}})
+    results = backend.bulk("dk", [
+        BulkAction("1", {"metadata.source.name": "pubmed", "when": "2021/03/04", "n": 3.7}),
+        BulkAction("2", {"when": "2021-13-45", "n": 1e400}),
+    ])
+    assert [r.status for r in results] == [201, 400]  # inf cannot be a long; the rest of the batch lands
+    assert backend.count("dk", dsl.term("metadata.source.name.keyword", "pubmed")) == 1
+    assert backend.count("dk", dsl.range_("when", gte="2021-03-01")) == 1
+    assert backend.count("dk", dsl.term("n", 3)) == 1  # OpenSearch coerces 3.7 to 3 on a long field
+    assert backend.get_mapping("dk")["properties"]["when"] == {"type": "date"}
+
+
+def test_dsl_builders_negative_msm_and_radial_default() -> None:
+    q = dsl.bool_query(should=[dsl.term("a", 1)] * 3, minimum_should_match=-1)
+    assert q["bool"]["minimum_should_match"] == 2
+    assert "k" not in dsl.knn("v", [1.0], min_score=0.5)["knn"]["v"]
+    assert dsl.knn("v", [1.0])["knn"]["v"]["k"] == 10

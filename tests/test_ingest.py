@@ -243,3 +243,36 @@ def test_writer_gives_up_into_the_dead_letter(tmp_path: Path) -> None:
 def test_bulk_action_ids_are_doc_and_chunk() -> None:
     c = Chunk(doc_id="PMC1", no=3, count=4, text="x", start=0, end=1)
     assert BulkAction(c.id, c.to_source()).id == "PMC1#3"
+
+
+def test_reingesting_a_shorter_document_deletes_its_stale_chunks(home: Path, embedder) -> None:
+    long_text = " ".join(f"Sentence {i} about ferritin and iron stores in anaemia." for i in range(120))
+    path = home.parent / "doc.jsonl"
+    path.write_text(json.dumps({"_id": "d1", "text": long_text}) + "\n")
+    settings = load_settings(index="stale")
+    first = ingest(path, settings, progress=False)
+    assert first.chunks > 3
+    path.write_text(json.dumps({"_id": "d1", "text": "Now a short abstract."}) + "\n")
+    second = ingest(path, settings, progress=False)  # the file changed: the checkpoint starts over
+    assert second.chunks == 1 and second.stale_chunks_deleted == first.chunks - 1
+    backend = EmbeddedBackend(home / "db")
+    assert _all_ids(backend, "stale") == ["d1#0"]
+    assert backend.get("stale", "d1#0")["text"] == "Now a short abstract."
+
+
+def test_long_titles_shrink_the_chunk_so_everything_is_embedded(embedder) -> None:
+    chunker = TokenChunker(embedder.tokenizer, 224, 10, model_max_tokens=embedder.max_tokens)
+    title = "A very long title " * 12
+    record = SourceRecord(id="t", title=title, text="word " * 600)
+    for c in chunker.chunk(record):
+        n = len(embedder.tokenizer(f"{title}\n{c.text}")["input_ids"])
+        assert n <= embedder.max_tokens
+
+
+def test_deleting_the_index_resets_its_checkpoint(home: Path, scifact_sample: Path) -> None:
+    corpus = _write_jsonl(home.parent / "c.jsonl", _sample_lines(scifact_sample, 3))
+    settings = load_settings(index="again")
+    ingest(corpus, settings, progress=False)
+    EmbeddedBackend(home / "db").delete_index("again")
+    report = ingest(corpus, settings, progress=False)  # the re-created index gets everything again
+    assert report.records_read == 3 and report.chunks_written == report.chunks > 0

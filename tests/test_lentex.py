@@ -228,3 +228,24 @@ def test_clustering_pieces_on_real_newsgroups() -> None:
     assert v_measure(onehot, labels, seeds=2)[0] > 0.95  # a perfect representation clusters perfectly
     noise = np.random.default_rng(0).normal(size=(200, 8))
     assert v_measure(noise, labels, seeds=2)[0] < 0.4
+
+
+def test_openai_teacher_against_the_local_model_served_over_http() -> None:
+    """The HTTP teacher path end to end with a real model behind it (SmolLM2 via LocalTeacher)."""
+    from fastapi import FastAPI
+
+    local = ld.LocalTeacher()
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    def chat(body: dict) -> dict:
+        content = local.complete(body["messages"][-1]["content"], temperature=0.0,
+                                 max_tokens=int(body.get("max_tokens", 16)))
+        return {"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}
+
+    url, server = _serve(app)
+    try:
+        reply = ld.OpenAITeacher(url, "SmolLM2-135M-Instruct").complete("Name one fruit.", temperature=0.0, max_tokens=12)
+        assert isinstance(reply, str) and reply.strip()
+    finally:
+        server.should_exit = True

@@ -34,6 +34,7 @@ from latentsearch.backends.embedded.layout import (
     MapperParsingError,
     coerce,
     dynamic_additions,
+    expand_dots,
     extract,
     merge_properties,
     parse_mapping,
@@ -43,7 +44,6 @@ from latentsearch.backends.embedded.snapshot import Snapshot, build_snapshot
 
 _META_DIR = "_latentsearch_indices"
 _INDEX_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-.")
-DEFAULT_HYBRID_DEPTH = 100
 
 
 def _sql_str(value: str) -> str:
@@ -209,12 +209,16 @@ class EmbeddedBackend(SearchBackend):
     def _apply_dynamic_mapping(self, idx: _Index, actions: Sequence[BulkAction]) -> _Index:
         """Map unmapped fields the way OpenSearch's dynamic mapping does, adding columns as needed.
         Documents a strict mapping rejects are left for `_row` to report per item."""
+        # another handle or process may have added fields since we opened the index: reopen from disk
+        if json.loads(self._meta_path(idx.name).read_text(encoding="utf-8")) != idx.body:
+            self._open.pop(idx.name, None)
+            idx = self._index(idx.name)
         mappings = idx.body.setdefault("mappings", {})
         additions: dict[str, Any] = {}
         for action in actions:
             if action.op == "index" and isinstance(action.source, dict):
                 try:  # later documents do not override a type an earlier one set (as in OpenSearch)
-                    merge_properties(additions, dynamic_additions(mappings, action.source))
+                    merge_properties(additions, dynamic_additions(mappings, expand_dots(action.source)))
                 except MapperParsingError:
                     continue
         if not additions:
@@ -233,6 +237,7 @@ class EmbeddedBackend(SearchBackend):
         layout = idx.layout
         if not isinstance(source, dict):
             raise MapperParsingError(f"document `{doc_id}` must be a JSON object, got {type(source).__name__}")
+        source = expand_dots(source)
         dynamic_additions(idx.body.get("mappings", {}), source)  # raises for fields a strict mapping refuses
         row: dict[str, Any] = {"_id": doc_id, "_source": json.dumps(strip_vectors(source, layout), ensure_ascii=False)}
         for spec in layout.fields.values():
@@ -372,7 +377,7 @@ class EmbeddedBackend(SearchBackend):
         query = body.get("query") or {"match_all": {}}
         name, qbody = ex._one_clause(query, "query")
         if name == "hybrid":
-            result = ex.eval_hybrid(qbody, ctx, body.get("search_pipeline"), max(DEFAULT_HYBRID_DEPTH, size + from_))
+            result = ex.eval_hybrid(qbody, ctx, body.get("search_pipeline"), max(size + from_, 1))
         else:
             if body.get("search_pipeline"):
                 raise UnsupportedQueryError("search_pipeline without a hybrid query", where="the search body")

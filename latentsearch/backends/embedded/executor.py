@@ -632,10 +632,30 @@ def _hybrid_config(pipeline: dict[str, Any] | None, n_queries: int) -> dict[str,
     return cfg
 
 
+def _with_filter(query: dict[str, Any], flt: dict[str, Any]) -> dict[str, Any]:
+    """The hybrid filter on one sub-query: inside k-NN (pre-filtering), else as a bool filter."""
+    if isinstance(query, dict) and len(query) == 1 and "knn" in query and len(query["knn"]) == 1:
+        fname, params = next(iter(query["knn"].items()))
+        params = dict(params)
+        params["filter"] = {"bool": {"filter": [params["filter"], flt]}} if params.get("filter") else flt
+        return {"knn": {fname: params}}
+    return {"bool": {"must": [query], "filter": [flt]}}
+
+
 def eval_hybrid(body: Any, ctx: Context, pipeline: dict[str, Any] | None, depth: int) -> Match:
-    queries = (body or {}).get("queries")
+    """Each sub-query keeps its top `pagination_depth` (default from+size) hits, which are normalised
+    and combined; a hybrid `filter` applies to every sub-query (OpenSearch 3.0+)."""
+    body = body or {}
+    unknown = set(body) - {"queries", "filter", "pagination_depth", "_name"}
+    if unknown:
+        raise UnsupportedQueryError(f"hybrid.{min(unknown)}")
+    queries = body.get("queries")
     if not isinstance(queries, list) or not 1 <= len(queries) <= 5:
         raise BackendError("hybrid needs `queries`: 1 to 5 sub-queries")
+    if body.get("pagination_depth") is not None:
+        depth = int(body["pagination_depth"])
+    if body.get("filter"):
+        queries = [_with_filter(q, body["filter"]) for q in queries]
     cfg = _hybrid_config(pipeline, len(queries))
     normalized: list[np.ndarray] = []  # -1 where the sub-query did not return the row
     for q in queries:

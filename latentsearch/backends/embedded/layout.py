@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -179,6 +180,30 @@ def parse_mapping(index: str, mappings: dict[str, Any]) -> IndexLayout:
 # ---------------------------------------------------------------- documents -> rows
 
 
+def expand_dots(obj: Any) -> Any:
+    """`{"a.b": 1}` -> `{"a": {"b": 1}}`, as OpenSearch reads dotted field names."""
+    if isinstance(obj, list):
+        return [expand_dots(x) for x in obj]
+    if not isinstance(obj, dict):
+        return obj
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        value = expand_dots(value)
+        parts = key.split(".") if "." in key and key.strip(".") == key else [key]
+        cur = out
+        for part in parts[:-1]:
+            nxt = cur.get(part)
+            if not isinstance(nxt, dict):
+                nxt = cur[part] = {}
+            cur = nxt
+        last = parts[-1]
+        if isinstance(cur.get(last), dict) and isinstance(value, dict):
+            cur[last].update(value)
+        else:
+            cur[last] = value
+    return out
+
+
 def extract(source: Any, path: str) -> list[Any]:
     """All values at a dotted path, flattening arrays of objects the way OpenSearch does."""
     values = [source]
@@ -220,6 +245,8 @@ def parse_date(value: Any, path: str = "date") -> int:
         text = value.strip()
         if re.fullmatch(r"-?\d+", text):
             return int(text)
+        if re.match(r"^\d{4}/\d{2}/\d{2}", text):  # OpenSearch's default also takes yyyy/MM/dd
+            text = text.replace("/", "-", 2)
         try:
             parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
@@ -267,9 +294,9 @@ def coerce(spec: FieldSpec, values: list[Any]) -> Any:
                 if isinstance(v, bool):
                     raise ValueError
                 f = float(v)
-                if f != int(f):
+                if not math.isfinite(f) or abs(f) >= 2**63:
                     raise ValueError
-                out.append(int(f))
+                out.append(int(f))  # OpenSearch coerces 3.5 -> 3 on integer fields
             elif kind == "float":
                 if isinstance(v, bool):
                     raise ValueError
@@ -283,7 +310,7 @@ def coerce(spec: FieldSpec, values: list[Any]) -> Any:
                     raise ValueError
             elif kind == "date":
                 out.append(parse_date(v, spec.path))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise MapperParsingError(f"failed to parse field `{spec.path}` of type `{spec.type}` from {v!r:.80}") from None
     return out
 
@@ -311,6 +338,14 @@ def strip_vectors(source: dict[str, Any], layout: IndexLayout) -> dict[str, Any]
 _DATE_RE = re.compile(r"^\d{4}[-/]\d{2}[-/]\d{2}([T ][0-9:.]+(Z|[+-]\d{2}:?\d{2})?)?$")
 
 
+def _parses_as_date(value: str) -> bool:
+    try:
+        parse_date(value)
+    except MapperParsingError:
+        return False
+    return True
+
+
 def _dynamic_type(value: Any) -> dict[str, Any] | None:
     """OpenSearch's default dynamic mapping for a JSON value (None when it maps nothing)."""
     if isinstance(value, list):
@@ -323,7 +358,7 @@ def _dynamic_type(value: Any) -> dict[str, Any] | None:
     if isinstance(value, float):
         return {"type": "float"}
     if isinstance(value, str):
-        if _DATE_RE.match(value):
+        if _DATE_RE.match(value) and _parses_as_date(value):
             return {"type": "date"}
         return {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}}
     if isinstance(value, dict):
