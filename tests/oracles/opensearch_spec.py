@@ -46,7 +46,6 @@ from __future__ import annotations
 import copy
 import functools
 import os
-import pickle
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -128,7 +127,7 @@ class SpecValidator:
         self.root = root
         self.strict = strict
         # parsed once per process; every validator rewrites its own copy
-        self.docs: dict[str, Any] = pickle.loads(_parsed_spec(str(root.resolve())))
+        self.docs: dict[str, Any] = copy.deepcopy(_parsed_spec(str(root.resolve())))
         # rewrites done at load: discriminators dispatched, objects closed by additionalProperties
         # (flattened allOf) or by unevaluatedProperties (instance-dependent compositions)
         self.stats = {"discriminators": 0, "closed_flat": 0, "closed_unevaluated": 0}
@@ -440,12 +439,13 @@ class SpecValidator:
 
 
 @functools.lru_cache(maxsize=2)
-def _parsed_spec(root: str) -> bytes:
+def _parsed_spec(root: str) -> dict[str, Any]:
+    """The spec's YAML files parsed once per process (a safe loader); callers deep-copy it."""
     docs = {}
     for path in sorted(Path(root).rglob("*.yaml")):
         with path.open("rb") as fh:
-            docs[BASE_URI + path.relative_to(root).as_posix()] = yaml.load(fh, Loader=_Loader)
-    return pickle.dumps(docs, protocol=pickle.HIGHEST_PROTOCOL)
+            docs[BASE_URI + path.relative_to(root).as_posix()] = yaml.load(fh, Loader=_Loader)  # SafeLoader
+    return docs
 
 
 def _walk_schema(uri: str, ptr: str, schema: Any) -> Iterator[tuple[str, str, dict[str, Any]]]:
