@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from pydantic import BaseModel
 
 from latentsearch.backends import BulkAction, SearchBackend, open_backend
 from latentsearch.config import Settings
+from latentsearch.progress import progress_bar
 
 
 class IngestReport(BaseModel):
@@ -184,7 +184,7 @@ def ingest(
     )
     counters = {"read": 0, "skipped": 0, "chunks": 0, "stale_deleted": 0}
     total = _safe_count(path, fmt) if progress else None
-    bar = _progress(progress)
+    bar = progress_bar(progress)
     with bar as live:
         task = live.add_task(f"ingest → {index}", total=total) if live else None
         items = read_records(path, format=fmt, fields=fields or FieldMap(), limit=limit)
@@ -254,21 +254,3 @@ def _safe_count(path: str | Path, fmt: str | None) -> int | None:
         return count_records(path, fmt)
     except Exception:
         return None
-
-
-def _progress(enabled: bool):
-    if not enabled:
-        return nullcontext(None)
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TimeRemainingColumn(), transient=False,
-    )

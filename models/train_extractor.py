@@ -22,6 +22,8 @@ from latentsearch.models.extractor import DEFAULT_ADAPTER, INSTRUCTIONS
 from latentsearch.models.lentex_data import DATA_DIR, Example, load_split
 from latentsearch.models.llm import SMOLLM2, resolve_llm_path
 
+from latentsearch.progress import progress_bar
+
 _SEPARATORS = ("\n\n", "\n", "\n\n", " ", "\n \n")
 
 
@@ -101,7 +103,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     started = time.perf_counter()
     model.train()
     step = 0
-    bar = _bar(progress, total_steps)
+    bar = progress_bar(progress)
     with bar as live:
         task = live.add_task("LoRA", total=total_steps) if live else None
         while step < total_steps:
@@ -150,21 +152,3 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     }
     (cfg.out_dir / "training_log.json").write_text(json.dumps({"summary": summary, "log": log}, indent=1))
     return summary
-
-
-def _bar(enabled: bool, total: int):
-    from contextlib import nullcontext
-
-    if not enabled:
-        return nullcontext(None)
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn())

@@ -29,7 +29,7 @@ from latentsearch.backends.base import (
     SearchBackend,
     TransientBackendError,
 )
-from latentsearch.backends.opensearch import RETRY_ON_STATUS, bulk_results, status_error
+from latentsearch.backends.opensearch import RETRY_ON_STATUS, bulk_operations, bulk_results, status_error
 from latentsearch.config import BackendConfig
 
 # OpenSearch body keys whose elasticsearch-py keyword differs.
@@ -204,17 +204,7 @@ class ElasticsearchBackend(SearchBackend):
     ) -> list[BulkItemResult]:
         if not actions:
             return []
-        operations: list[dict[str, Any]] = []
-        for action in actions:
-            if action.op == "index":
-                if action.source is None:
-                    raise ValueError(f"bulk index action for id {action.id!r} has no source")
-                operations.append({"index": {"_id": action.id}})
-                operations.append(action.source)
-            elif action.op == "delete":
-                operations.append({"delete": {"_id": action.id}})
-            else:
-                raise ValueError(f"unknown bulk op {action.op!r}; use index or delete")
+        operations = bulk_operations(actions)
         extra: dict[str, Any] = {"refresh": True} if refresh else {}
         with self._errors("bulk", index):
             response = self.client.bulk(index=index, operations=operations, **extra).body

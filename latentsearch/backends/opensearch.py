@@ -265,17 +265,7 @@ class OpenSearchBackend(SearchBackend):
     ) -> list[BulkItemResult]:
         if not actions:
             return []
-        operations: list[dict[str, Any]] = []
-        for action in actions:
-            if action.op == "index":
-                if action.source is None:
-                    raise ValueError(f"bulk index action for id {action.id!r} has no source")
-                operations.append({"index": {"_id": action.id}})
-                operations.append(action.source)
-            elif action.op == "delete":
-                operations.append({"delete": {"_id": action.id}})
-            else:
-                raise ValueError(f"unknown bulk op {action.op!r}; use index or delete")
+        operations = bulk_operations(actions)
         params = {"refresh": "true"} if refresh and not self.serverless else None
         with self._errors("bulk", index):
             response = self.client.bulk(index=index, body=operations, params=params)
@@ -325,6 +315,22 @@ class OpenSearchBackend(SearchBackend):
 
     def close(self) -> None:
         self.client.close()
+
+
+def bulk_operations(actions: Sequence[BulkAction]) -> list[dict[str, Any]]:
+    """The `_bulk` body (action line, then source line) shared by OpenSearch and Elasticsearch."""
+    operations: list[dict[str, Any]] = []
+    for action in actions:
+        if action.op == "index":
+            if action.source is None:
+                raise ValueError(f"bulk index action for id {action.id!r} has no source")
+            operations.append({"index": {"_id": action.id}})
+            operations.append(action.source)
+        elif action.op == "delete":
+            operations.append({"delete": {"_id": action.id}})
+        else:
+            raise ValueError(f"unknown bulk op {action.op!r}; use index or delete")
+    return operations
 
 
 def bulk_results(actions: Sequence[BulkAction], response: dict[str, Any]) -> list[BulkItemResult]:
