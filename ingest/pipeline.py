@@ -91,7 +91,11 @@ def default_processors(settings: Settings, embedder: Embedder) -> list[Processor
 
         extractor = get_extractor(settings.models.llm, settings.models.extractor_adapter, settings.models.device,
                                   batch_size=settings.ingest.extract_batch_size)
-        processors.append(LatentEntityProcessor(extractor, settings.entities))
+        processors.append(LatentEntityProcessor(extractor, settings.entities, input=settings.ingest.latent_input))
+    if settings.ingest.mentions:  # per-mention type-aware vectors (issue 4), off by default: an LLM pass per chunk
+        from latentsearch.ingest.mentions import mention_processor
+
+        processors.append(mention_processor(settings))
     return processors
 
 

@@ -156,14 +156,21 @@ class LatentEntityProcessor(Processor):
     name = "latent"
     version = "1"
 
-    def __init__(self, extractor, schema):
+    def __init__(self, extractor, schema, input: str = "chunk"):
         super().__init__()
         self.extractor = extractor
         self.schema = schema
+        self.input = input
 
     def fingerprint(self) -> str:
         schema = hashlib.sha256(self.schema.model_dump_json().encode()).hexdigest()[:12]
-        return f"{self.name}:{self.version}:{self.extractor.fingerprint}:{schema}"
+        return f"{self.name}:{self.version}:{self.extractor.fingerprint}:{schema}:{self.input}"
+
+    def input_text(self, chunk: Chunk) -> str:
+        """`title` mode reads the document title once per document (chunks share the cache key)."""
+        if self.input == "title" and chunk.title:
+            return chunk.title
+        return super().input_text(chunk)
 
     def compute(self, texts: list[str]) -> list[Any]:
         out: list[dict[str, list[str]]] = [{} for _ in texts]

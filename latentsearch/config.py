@@ -46,6 +46,9 @@ class EntitySchema(_Strict):
     """The index's entity schema: what kind of text it holds and which latent entities to extract."""
 
     text_type: str = "document"
+    query_text_type: str | None = Field(
+        None, description="What questions are, for query-side extraction (e.g. 'biomedical claim'); default text_type"
+    )
     latent_types: list[LatentEntityType] = Field(default_factory=list)
 
     @field_validator("latent_types", mode="before")
@@ -138,6 +141,7 @@ class ModelsConfig(_Strict):
     extractor_adapter: str = Field(
         "default", description="LoRA adapter folder for the extractor; `default` = the shipped one, `none` = base model"
     )
+    mention_head: str = Field("default", description="Mention projection head folder; `default` = the shipped one")
     device: str = "cpu"
 
 
@@ -149,11 +153,32 @@ class IngestConfig(_Strict):
     embed_batch_size: int = Field(64, ge=1)
     latent: bool = Field(True, description="Extract latent entities when the entity schema lists types")
     extract_batch_size: int = Field(16, ge=1)
+    mentions: bool = Field(
+        False, description="Per-mention type-aware vectors (nested `mentions`); an LLM pass per chunk, "
+        "slow on CPU, so off by default; `latentsearch entities` needs it"
+    )
+    latent_input: Literal["chunk", "title"] = Field(
+        "chunk",
+        description="What the extractor reads: each chunk's text, or the document title (one extraction per "
+        "document, ~5x cheaper on CPU; chunks without a title fall back to their text)",
+    )
     write_batch_size: int = Field(256, ge=1)
     max_retries: int = Field(5, ge=0)
     backoff_initial_s: float = Field(0.5, gt=0)
     backoff_max_s: float = Field(30.0, gt=0)
     cache: bool = Field(True, description="Content-hash cache of processor outputs")
+
+
+class RagConfig(_Strict):
+    """RAG answers (`latentsearch ask`, `/rag`): the local LLM, or any OpenAI-compatible endpoint when `base_url` is set."""
+
+    base_url: str | None = Field(None, description="OpenAI-compatible API root, e.g. http://localhost:8000/v1")
+    model: str | None = Field(None, description="Model name for the endpoint; default models.llm")
+    api_key: SecretStr | None = None
+    k: int = Field(4, ge=1, le=50, description="Context passages per question")
+    max_new_tokens: int = Field(64, ge=1, description="Answer length cap (SmolLM2 on CPU: keep it short)")
+    passage_chars: int = Field(700, ge=100, description="Characters of each passage put into the prompt")
+    timeout_s: float = 120.0
 
 
 class Settings(BaseSettings):
@@ -169,6 +194,7 @@ class Settings(BaseSettings):
     vector: VectorIndexConfig = Field(default_factory=VectorIndexConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    rag: RagConfig = Field(default_factory=RagConfig)
     home: Path = Field(default_factory=default_home, description="Caches, checkpoints, embedded db")
 
     @classmethod

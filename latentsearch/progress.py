@@ -21,3 +21,13 @@ def progress_bar(enabled: bool = True) -> AbstractContextManager[Any]:
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TimeRemainingColumn())
+
+
+def track(items: list[Any], description: str, enabled: bool = True):
+    """Iterate over `items` under a progress bar (plain iteration when disabled)."""
+    with progress_bar(enabled) as bar:
+        task = bar.add_task(description, total=len(items)) if bar is not None else None
+        for item in items:
+            yield item
+            if bar is not None:
+                bar.advance(task)

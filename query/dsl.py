@@ -255,6 +255,15 @@ def normalization_pipeline(
     }
 
 
+def rrf_pipeline(rank_constant: int = 60) -> dict[str, Any]:
+    """A search pipeline body fusing `hybrid` sub-queries by reciprocal rank (OpenSearch 2.19+)."""
+    return {
+        "phase_results_processors": [
+            {"score-ranker-processor": {"combination": {"technique": "rrf", "rank_constant": int(rank_constant)}}}
+        ]
+    }
+
+
 def search_body(
     query: Query,
     *,

@@ -406,7 +406,7 @@ class EmbeddedBackend(SearchBackend):
             if ctx.inner_hits:
                 hit["inner_hits"] = self._inner_hits(idx, ctx, row, index)
             hits.append(hit)
-        return {
+        response = {
             "took": int((time.perf_counter() - started) * 1000),
             "timed_out": False,
             "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
@@ -416,6 +416,10 @@ class EmbeddedBackend(SearchBackend):
                 "hits": hits,
             },
         }
+        aggs = body.get("aggs", body.get("aggregations"))
+        if aggs:
+            response["aggregations"] = ex.eval_aggs(aggs, ctx, mask)
+        return response
 
     def _collapse(self, ctx: ex.Context, order: np.ndarray, collapse: dict[str, Any]) -> tuple[np.ndarray, dict]:
         field = collapse.get("field") if isinstance(collapse, dict) else None

@@ -26,7 +26,7 @@ AnnSearch = Callable[[str, np.ndarray, int, int | None], np.ndarray | None]
 
 SUPPORTED_BODY_KEYS = {
     "query", "size", "from", "_source", "min_score", "track_total_hits", "collapse",
-    "search_pipeline", "timeout", "explain", "version", "seq_no_primary_term",
+    "search_pipeline", "timeout", "explain", "version", "seq_no_primary_term", "aggs", "aggregations",
 }
 EXACT_SEARCH_MAX_CANDIDATES = 20_000
 
@@ -759,4 +759,51 @@ def _nested_dict(path: str) -> dict[str, Any]:
     for p in parts[:-1]:
         cur = cur.setdefault(p, {})
     cur[parts[-1]] = 1
+    return out
+
+
+def eval_aggs(aggs: Any, ctx: Context, mask: np.ndarray) -> dict[str, Any]:
+    """Bucket aggregations over the matching rows. Only `terms` on keyword/numeric fields (the
+    rewriter reads each latent field's vocabulary with it); anything else is refused by name."""
+    if not isinstance(aggs, dict):
+        raise BackendError("aggs expects an object of named aggregations")
+    out: dict[str, Any] = {}
+    for name, spec in aggs.items():
+        kind, body = _one_clause(spec, f"aggregation `{name}`")
+        if kind != "terms":
+            raise UnsupportedQueryError(kind, where=f"aggregation `{name}`", hint="the embedded backend runs `terms` only")
+        if not isinstance(body, dict) or "field" not in body:
+            raise BackendError(f"terms aggregation `{name}` needs a `field`")
+        unknown = set(body) - {"field", "size", "min_doc_count", "order"}
+        if unknown:
+            raise UnsupportedQueryError(sorted(unknown)[0], where=f"terms aggregation `{name}`")
+        if body.get("order") not in (None, {"_count": "desc"}):
+            raise UnsupportedQueryError("order", where=f"terms aggregation `{name}`", hint="only _count desc")
+        col = _col(ctx, body["field"], "terms aggregation")
+        if col.spec.analyzed:
+            raise BackendError(f"terms aggregation on text field `{body['field']}`: use its `.keyword` sub-field")
+        keep = mask[col.parents] if col.parents.size else np.zeros(0, dtype=bool)
+        if col.vocab is not None:
+            labels, codes = col.vocab, col.values.astype(np.int64)
+        else:  # numbers and booleans: code them by distinct value
+            uniq, codes = np.unique(col.values, return_inverse=True)
+            labels = [v.item() for v in uniq]
+        # each value counts a row once, however often the row repeats it
+        pairs = np.unique(np.stack([col.parents[keep], codes[keep]]), axis=1) if keep.any() \
+            else np.zeros((2, 0), dtype=np.int64)
+        keys, counts = np.unique(pairs[1], return_counts=True)
+        min_count = int(body.get("min_doc_count", 1))
+        order = np.lexsort((keys, -counts))
+        order = order[counts[order] >= min_count]
+        size = int(body.get("size", 10))
+        top = order[:size]
+        buckets = [
+            {"key": labels[int(keys[i])], "doc_count": int(counts[i])}
+            for i in top
+        ]
+        out[name] = {
+            "doc_count_error_upper_bound": 0,
+            "sum_other_doc_count": int(counts[order[size:]].sum()),
+            "buckets": buckets,
+        }
     return out

@@ -1,0 +1,363 @@
+"""The query rewriter: a question -> a k-NN query whose `filter` asks for the latent entities the
+question implies, with a strictness (`minimum_should_match`) chosen per query.
+
+    rewriter = QueryRewriter(backend, "papers", get_embedder(), get_extractor())
+    found = rewriter.search("Which drugs lower the risk of heart attack?", strictness="auto")
+    found.hits, found.explanation.chosen_msm, found.explanation.dsl
+
+Steps: embed the question; extract its latent entities per schema type with the same extractor
+that enriched the documents; map each entity onto the values the index actually holds (exact,
+normalised, then embedding-nearest: generated strings vary in wording); one `should` clause per
+entity. The strictness ladder msm = n, n-1, ..., 1, no filter runs as **one** `_msearch`; `auto`
+keeps the strictest level that still has `min_hits` documents scoring above a floor taken from the
+unfiltered ranking (the LentEx paper lost recall to over-strict filters: this is the guard).
+The filter always sits inside `knn.filter` (efficient filtering), never as a post-filter. Hits of
+the chosen level come first; the unfiltered ranking backfills the rest (`backfill=True`), so a
+filter reorders the head of the list without ever shrinking it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+from latentsearch.mappings import schema_from_mapping
+from latentsearch.query import dsl
+from latentsearch.query.search import Hit, build_body, parse_hits
+from pydantic import BaseModel, Field, field_validator
+
+from latentsearch.backends import SearchBackend
+from latentsearch.config import EntitySchema
+
+Strictness = Literal["auto", "strict", "loose", "none"] | int | str
+LATENT_PREFIX = "latent."
+_PERCENT = re.compile(r"^-?\d{1,3}%$")
+
+
+class RewriteOptions(BaseModel):
+    """How strict the latent filter is and how entities are mapped. Defaults suit top-10 search."""
+
+    k: int = Field(10, ge=1, le=10_000, description="Documents to return")
+    mode: Literal["dense", "hybrid"] = "dense"
+    strictness: Strictness = Field(
+        "auto",
+        description="auto (strictest level with min_hits good documents), strict (all entities), loose (any one), "
+        "none (no filter), an int (that many entities), or a percent such as '60%'",
+    )
+    min_hits: int = Field(5, ge=1, description="auto: documents a level must keep above the score floor")
+    floor_rank: int = Field(
+        20, ge=1, description="auto: the floor is the unfiltered ranking's score at this rank (unless score_floor)"
+    )
+    score_floor: float | None = Field(None, description="auto: an absolute score floor instead of floor_rank")
+    backfill: bool = Field(True, description="Fill the list with unfiltered hits after the filtered ones")
+    fusion: Literal["rrf", "min_max"] = Field("rrf", description="hybrid: how BM25 and k-NN scores are fused")
+    map_top_n: int = Field(3, ge=0, description="Embedding-nearest vocabulary values added per entity")
+    map_min_similarity: float = Field(0.75, ge=-1, le=1, description="Cosine needed for a nearest value")
+    filter: dict[str, Any] | None = Field(None, description="A user filter clause, always applied")
+
+    @field_validator("strictness", mode="before")
+    @classmethod
+    def _check_strictness(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("strictness must be auto, strict, loose, none, an int or a percent")
+        if isinstance(value, int):
+            if value < 1:
+                raise ValueError("an integer strictness counts entities and must be >= 1 (use 'none' for no filter)")
+            return value
+        if isinstance(value, str):
+            v = value.strip().lower()
+            if v in ("auto", "strict", "loose", "none"):
+                return v
+            if v.lstrip("-").isdigit():
+                return cls._check_strictness(int(v))
+            if _PERCENT.match(v) and abs(int(v[:-1])) <= 100:
+                return v
+        raise ValueError(f"strictness {value!r}: use auto, strict, loose, none, an int (e.g. 2) or a percent (e.g. 60%)")
+
+
+class EntityMapping(BaseModel):
+    """One entity the question implies, and the index values it was mapped to."""
+
+    type: str
+    extracted: str
+    values: list[str] = Field(description="Values of latent.<type> the clause matches")
+    how: dict[str, str] = Field(default_factory=dict, description="value -> exact | normalised | nearest:<cosine>")
+
+
+class LevelReport(BaseModel):
+    msm: int | None = Field(description="minimum_should_match of this level; None = no latent filter")
+    hits: int = Field(description="Documents returned at this level")
+    above_floor: int = Field(description="Documents scoring at or above the floor")
+
+
+class Explanation(BaseModel):
+    """Why the results look the way they do: printed by `latentsearch search --explain`."""
+
+    entities: list[EntityMapping] = Field(default_factory=list)
+    unmapped: list[EntityMapping] = Field(default_factory=list, description="Extracted but absent from the index")
+    strictness: str
+    floor: float | None = None
+    levels: list[LevelReport] = Field(default_factory=list)
+    chosen_msm: int | None = None
+    reason: str
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+    dsl: dict[str, Any] = Field(default_factory=dict, description="The final request body (vectors shortened)")
+
+
+class RewrittenSearch(BaseModel):
+    query: str
+    index: str
+    mode: str
+    hits: list[Hit]
+    explanation: Explanation
+    took_ms: float
+
+
+def normalise(value: str) -> str:
+    """Lowercase, collapse punctuation/space, drop a plural `s`: 'T-cells' and 't cell' meet."""
+    v = re.sub(r"[^\w]+", " ", value.lower()).strip()
+    return re.sub(r"(?<=\w\w\w)s\b", "", v)
+
+
+def latent_filter(
+    mappings: Sequence[EntityMapping], msm: int | None, user_filter: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """The filter for one strictness level: one `terms` clause per entity, msm of them required."""
+    should = [dsl.terms(LATENT_PREFIX + m.type, m.values) for m in mappings if m.values]
+    if msm is None or not should:
+        return user_filter
+    msm = dsl.clamp_msm(msm, len(should))
+    return dsl.bool_query(should=should, minimum_should_match=msm, filter=[user_filter] if user_filter else None)
+
+
+def ladder(strictness: str | int, n: int) -> list[int | None]:
+    """The levels to run, strictest first; `None` is the unfiltered level (always last)."""
+    if n == 0 or strictness == "none":
+        return [None]
+    if strictness == "auto":
+        return [*range(n, 0, -1), None]
+    if strictness == "strict":
+        return [n, None]
+    if strictness == "loose":
+        return [1, None]
+    return [dsl.clamp_msm(dsl.resolve_msm(strictness, n), n), None]
+
+
+class Vocabulary:
+    """The distinct values of each `latent.<type>` field, with their embeddings (read once)."""
+
+    def __init__(self, backend: SearchBackend, index: str, embedder, max_values: int = 20_000):
+        self.backend, self.index, self.embedder, self.max_values = backend, index, embedder, max_values
+        self._values: dict[str, list[str]] = {}
+        self._norm: dict[str, dict[str, list[str]]] = {}
+        self._vectors: dict[str, np.ndarray] = {}
+
+    def load(self, types: Sequence[str]) -> None:
+        missing = [t for t in types if t not in self._values]
+        if not missing:
+            return
+        aggs = {t: {"terms": {"field": LATENT_PREFIX + t, "size": self.max_values}} for t in missing}
+        response = self.backend.search(self.index, {"size": 0, "query": {"match_all": {}}, "aggs": aggs})
+        for t in missing:
+            values = [str(b["key"]) for b in response.get("aggregations", {}).get(t, {}).get("buckets", [])]
+            self._values[t] = values
+            norm: dict[str, list[str]] = {}
+            for v in values:
+                norm.setdefault(normalise(v), []).append(v)
+            self._norm[t] = norm
+            self._vectors[t] = (
+                np.asarray(self.embedder.encode(values), dtype=np.float32) if values else np.zeros((0, 1), np.float32)
+            )
+
+    def values(self, etype: str) -> list[str]:
+        return self._values.get(etype, [])
+
+    def map(self, etype: str, entity: str, top_n: int, min_sim: float, entity_vector: np.ndarray | None) -> dict[str, str]:
+        """value -> how it matched. Exact and normalised matches first, then nearest neighbours."""
+        found: dict[str, str] = {}
+        values = self._values.get(etype, [])
+        if entity in values:
+            found[entity] = "exact"
+        for v in self._norm.get(etype, {}).get(normalise(entity), []):
+            found.setdefault(v, "normalised")
+        vectors = self._vectors.get(etype)
+        if top_n and entity_vector is not None and vectors is not None and len(values):
+            sims = vectors @ entity_vector
+            for i in np.argsort(-sims)[: top_n + len(found)]:
+                if sims[i] < min_sim or len([h for h in found.values() if h.startswith("nearest")]) >= top_n:
+                    break
+                found.setdefault(values[i], f"nearest:{sims[i]:.2f}")
+        return found
+
+
+class QueryRewriter:
+    """Question -> latent-entity filtered k-NN (or hybrid) search with adaptive strictness.
+
+    `extractor=None` (or a schema without types) degrades to plain dense/hybrid search, so the
+    same call works on every index."""
+
+    def __init__(
+        self,
+        backend: SearchBackend,
+        index: str,
+        embedder,
+        extractor=None,
+        schema: EntitySchema | None = None,
+        cache_size: int = 4096,
+    ):
+        self.backend, self.index, self.embedder, self.extractor = backend, index, embedder, extractor
+        self.schema = schema if schema is not None else (schema_from_mapping(backend.get_mapping(index)) or EntitySchema())
+        self.vocabulary = Vocabulary(backend, index, embedder)
+        self._cache: OrderedDict[tuple[str, str], list[str]] = OrderedDict()
+        self._cache_size = cache_size
+
+    # -- entities ---------------------------------------------------------------------------
+    def extract(self, text: str) -> dict[str, list[str]]:
+        """The question's latent entities per schema type (an LRU cache keeps repeated questions free)."""
+        if self.extractor is None:
+            return {}
+        out: dict[str, list[str]] = {}
+        text_type = self.schema.query_text_type or self.schema.text_type
+        for etype in self.schema.latent_types:
+            key = (etype.name, text)
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                out[etype.name] = self._cache[key]
+                continue
+            values = self.extractor.extract([text], text_type, etype.prompt_name, options=etype.options)[0]
+            self._cache[key] = values
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+            out[etype.name] = values
+        return out
+
+    def map_entities(self, entities: dict[str, list[str]], opts: RewriteOptions) -> tuple[list[EntityMapping], list[EntityMapping]]:
+        """Entities -> index vocabulary. Returns (mapped, unmapped)."""
+        self.vocabulary.load([t for t in entities if entities[t]])
+        flat = [(t, e) for t, values in entities.items() for e in values]
+        vectors = self.embedder.encode([e for _, e in flat]) if flat and opts.map_top_n else None
+        mapped, unmapped = [], []
+        for i, (etype, entity) in enumerate(flat):
+            vec = None if vectors is None else np.asarray(vectors[i], dtype=np.float32)
+            how = self.vocabulary.map(etype, entity, opts.map_top_n, opts.map_min_similarity, vec)
+            m = EntityMapping(type=etype, extracted=entity, values=list(how), how=how)
+            (mapped if how else unmapped).append(m)
+        return mapped, unmapped
+
+    # -- search -----------------------------------------------------------------------------
+    def search(self, text: str, **options: Any) -> RewrittenSearch:
+        """Search with latent filters. Keyword options are RewriteOptions fields (k, mode, strictness, ...)."""
+        opts = RewriteOptions(**options)
+        if not text.strip():
+            raise ValueError("the query text is empty")
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+
+        t0 = time.perf_counter()
+        vector = np.asarray(self.embedder.encode([text])[0], dtype=np.float32).tolist()
+        timings["embed"] = _ms(t0)
+
+        t0 = time.perf_counter()
+        entities = self.extract(text) if opts.strictness != "none" else {}
+        mapped, unmapped = self.map_entities(entities, opts) if entities else ([], [])
+        timings["extract"] = _ms(t0)
+
+        strictness = opts.strictness
+        levels = ladder(strictness, len(mapped))
+        depth = max(opts.k, opts.floor_rank)
+        bodies = [
+            build_body(text, mode="dense", k=depth, vector=vector, filter=latent_filter(mapped, m, opts.filter))
+            for m in levels
+        ]
+        t0 = time.perf_counter()
+        responses = self.backend.msearch(self.index, bodies)
+        timings["backend"] = _ms(t0)
+        ranked = [parse_hits(r) for r in responses]
+        unfiltered = ranked[-1]
+
+        floor = opts.score_floor
+        if floor is None and unfiltered:
+            floor = unfiltered[min(opts.floor_rank, len(unfiltered)) - 1].score
+        reports = [
+            LevelReport(msm=m, hits=len(h), above_floor=sum(1 for x in h if floor is None or x.score >= floor))
+            for m, h in zip(levels, ranked)
+        ]
+        chosen, reason = self._choose(levels, reports, opts, mapped, unmapped)
+        pick = levels.index(chosen)
+
+        final_filter = latent_filter(mapped, chosen, opts.filter)
+        if opts.mode == "hybrid":
+            t0 = time.perf_counter()
+            body = build_body(text, mode="hybrid", k=opts.k, vector=vector, filter=final_filter)
+            body["search_pipeline"] = (
+                dsl.normalization_pipeline("min_max", "arithmetic_mean", [0.3, 0.7])
+                if opts.fusion == "min_max" else dsl.rrf_pipeline()
+            )
+            hits = parse_hits(self.backend.search(self.index, body))
+            if opts.backfill and chosen is not None:
+                body_unf = build_body(text, mode="hybrid", k=opts.k, vector=vector, filter=opts.filter)
+                body_unf["search_pipeline"] = body["search_pipeline"]
+                hits = _merge(hits, parse_hits(self.backend.search(self.index, body_unf)), opts.k)
+            timings["backend"] += _ms(t0)
+        else:
+            body = bodies[pick]
+            hits = ranked[pick][: opts.k]
+            if opts.backfill and chosen is not None:
+                hits = _merge(hits, unfiltered, opts.k)
+        timings["total"] = _ms(started)
+        explanation = Explanation(
+            entities=mapped, unmapped=unmapped, strictness=str(strictness), floor=floor, levels=reports,
+            chosen_msm=chosen, reason=reason, timings_ms=timings, dsl=shorten_vectors(body),
+        )
+        return RewrittenSearch(query=text, index=self.index, mode=opts.mode, hits=hits, explanation=explanation,
+                               took_ms=timings["total"])
+
+    async def asearch(self, text: str, **options: Any) -> RewrittenSearch:
+        """The async form: the work is CPU-bound model calls plus one msearch, run off the event loop."""
+        return await asyncio.to_thread(self.search, text, **options)
+
+    @staticmethod
+    def _choose(
+        levels: list[int | None], reports: list[LevelReport], opts: RewriteOptions,
+        mapped: list[EntityMapping], unmapped: list[EntityMapping],
+    ) -> tuple[int | None, str]:
+        if not mapped:
+            why = "no latent entities extracted" if not unmapped else "no extracted entity exists in the index"
+            return None, why + "; unfiltered"
+        if opts.strictness != "auto":
+            msm = levels[0]
+            return msm, f"strictness {opts.strictness}: {msm} of {len(mapped)} entities required"
+        for msm, rep in zip(levels, reports):
+            if msm is not None and rep.above_floor >= opts.min_hits:
+                return msm, (
+                    f"strictest level with >= {opts.min_hits} documents above the floor: "
+                    f"{msm} of {len(mapped)} entities ({rep.above_floor} documents)"
+                )
+        return None, f"no level kept {opts.min_hits} documents above the floor; unfiltered"
+
+
+def _merge(first: list[Hit], rest: list[Hit], k: int) -> list[Hit]:
+    seen = {h.doc_id for h in first}
+    return (first + [h for h in rest if h.doc_id not in seen])[:k]
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000, 2)
+
+
+def shorten_vectors(body: Any) -> Any:
+    """The DSL for display and explanations: a `vector` becomes "[d floats]"."""
+    if isinstance(body, dict):
+        return {
+            k: (f"[{len(v)} floats]" if k == "vector" and isinstance(v, list) else shorten_vectors(v))
+            for k, v in body.items()
+        }
+    if isinstance(body, list):
+        return [shorten_vectors(v) for v in body]
+    return body
+
