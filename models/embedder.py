@@ -48,5 +48,11 @@ class Embedder:
 
 
 def get_embedder(name: str = "all-MiniLM-L6-v2", device: str = "cpu") -> Embedder:
-    """The process-wide embedder for (name, device)."""
+    """The process-wide embedder for (name, device); an ONNX export folder gives the onnxruntime embedder."""
+    from latentsearch.onnx_export.manifest import is_onnx_export
+
+    if is_onnx_export(name):
+        from latentsearch.onnx_export.runtime import OnnxEmbedder
+
+        return cached(("onnx-embedder", name, device), lambda: OnnxEmbedder(name, device))  # type: ignore[return-value]
     return cached(("embedder", name, device), lambda: Embedder(name, device))

@@ -1,5 +1,7 @@
 """ONNX export, onnxruntime inference and the model server.
 
-Not built yet: tracked by the ONNX/model-server issue. Importing this package is safe; it
-exposes nothing until then.
+`export` writes ONNX graphs and a manifest (`latentsearch export-onnx`), `runtime` runs them with
+onnxruntime behind the same interfaces as the PyTorch models (selected when `models.embedder` /
+`models.extractor_adapter` point at an export folder), `manifest` describes an export; `serve/` is the model server.
+Importing this package loads nothing heavy.
 """
