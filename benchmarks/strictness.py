@@ -1,6 +1,8 @@
 """Strictness study: how P@10, R@10 and Recall@100 move with the latent filter's strictness.
 
-Rows: dense (no filter), auto with min_hits in {1, 2, 5, 10, 20}, and fixed msm 1, 2, 3 and strict.
+Rows: dense (no filter); `tier` promotion (filtered documents above the floor first) with auto
+strictness at min_hits in {1, 2, 5, 10, 20}, fixed msm 1, 2, 3 and strict; `boost` promotion (a
+score bonus for filtered documents) at several sizes with auto and loose strictness.
 Prints a table, saves it as JSON and a PNG plot. The question's entities are extracted once per query
 (the rewriter's cache), so every row sees the same entities.
 
@@ -14,6 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
+from latentsearch.ingest.processors import ContentCache
 from latentsearch.models.embedder import get_embedder
 from latentsearch.models.extractor import get_extractor
 from latentsearch.query.eval_retrieval import evaluate_run, load_qrels, load_queries, run_variant
@@ -26,9 +29,11 @@ from latentsearch.config import Settings
 
 ROWS: list[tuple[str, str, dict]] = [
     ("dense (no filter)", "dense", {}),
-    *[(f"auto min_hits={m}", "dense+latent:auto", {"min_hits": m}) for m in (1, 2, 5, 10, 20)],
-    *[(f"fixed msm={m}", f"dense+latent:{m}", {}) for m in (1, 2, 3)],
-    ("strict (all entities)", "dense+latent:strict", {}),
+    *[(f"tier, auto min_hits={m}", "dense+latent:auto", {"min_hits": m, "promotion": "tier"}) for m in (1, 2, 5, 10, 20)],
+    *[(f"tier, fixed msm={m}", f"dense+latent:{m}", {"promotion": "tier"}) for m in (1, 2, 3)],
+    ("tier, strict", "dense+latent:strict", {"promotion": "tier"}),
+    *[(f"auto, boost {b}", "dense+latent:auto", {"promotion": "boost", "boost": b}) for b in (0.005, 0.01, 0.02, 0.04)],
+    *[(f"loose, boost {b}", "dense+latent:loose", {"promotion": "boost", "boost": b}) for b in (0.005, 0.01, 0.02)],
 ]
 
 
@@ -44,7 +49,8 @@ def main() -> None:
     settings = Settings(index=args.index)
     backend = open_backend(settings.backend)
     embedder = get_embedder(settings.models.embedder)
-    rewriter = QueryRewriter(backend, args.index, embedder, get_extractor())
+    store = ContentCache(settings.cache_dir / "processors.sqlite")  # question extractions computed once
+    rewriter = QueryRewriter(backend, args.index, embedder, get_extractor(), store=store)
     qrels = load_qrels(args.qrels)
     queries = load_queries(args.queries, limit=args.limit, with_qrels=set(qrels))
 

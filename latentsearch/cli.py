@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from latentsearch.cli_serve import register as register_serve
 from latentsearch.config import BackendKind, EntitySchema, Settings, load_settings
 
 app = typer.Typer(
@@ -143,13 +144,25 @@ def search(
     url: UrlOpt = None,
     config: ConfigOpt = None,
     k: Annotated[int, typer.Option("--k", "-k", min=1, max=10_000, help="Number of documents to return")] = 10,
-    mode: Annotated[str, typer.Option(help="dense (kNN), bm25, or hybrid (normalised fusion)")] = "dense",
+    mode: Annotated[str, typer.Option(help="dense (kNN), bm25, or hybrid (BM25 + kNN fused)")] = "dense",
+    strictness: Annotated[str, typer.Option(
+        help="Latent-entity filter: auto (strictest level that keeps --min-hits good documents), strict (every "
+        "entity), loose (any one), none, an int (that many entities) or a percent such as 60%. Needs an index "
+        "with latent types; bm25 mode ignores it")] = "auto",
+    min_hits: Annotated[int, typer.Option(min=1, help="auto: documents a strictness level must keep")] = 5,
+    fusion: Annotated[str, typer.Option(help="hybrid: rrf or min_max")] = "rrf",
     collapse: Annotated[bool, typer.Option(help="One hit per document (its best chunk)")] = True,
+    explain: Annotated[bool, typer.Option("--explain", help="Print extracted entities, mapped values, per-level hit counts, the chosen level and why")] = False,
     show_dsl: Annotated[bool, typer.Option("--show-dsl", help="Print the OpenSearch request body")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Search an index. `--json` prints a SearchResult: {query, index, mode, total, took_ms, hits[], dsl}."""
+    """Search an index. On an index with latent types, dense and hybrid queries are rewritten: the question's
+    latent entities become a filter inside the k-NN clause, as strict as the results allow.
+
+    `--json` prints {query, index, mode, hits[], explanation} (rewritten) or a SearchResult (bm25 / no latent types).
+    """
     from latentsearch.backends import open_backend
+    from latentsearch.mappings import schema_from_mapping
     from latentsearch.models.embedder import get_embedder
     from latentsearch.query.search import search as run_search
 
@@ -160,28 +173,65 @@ def search(
         settings = _settings(config, index, backend, url)
         engine = open_backend(settings.backend)
         embedder = None if mode == "bm25" else get_embedder(settings.models.embedder, settings.models.device)
+        schema = schema_from_mapping(engine.get_mapping(settings.index)) if mode != "bm25" else None
+        if schema is not None and schema.latent_types and strictness != "none" and collapse:
+            from latentsearch.models.extractor import get_extractor
+            from latentsearch.query.rewriter import QueryRewriter
+
+            extractor = get_extractor(settings.models.llm, settings.models.extractor_adapter, settings.models.device)
+            rewriter = QueryRewriter(engine, settings.index, embedder, extractor, schema=schema,
+                                     store=_query_store(settings))
+            found = rewriter.search(query, k=k, mode=mode, strictness=strictness, min_hits=min_hits, fusion=fusion)
+            if as_json:
+                out.print_json(found.model_dump_json(exclude_none=True))
+                return
+            if explain:
+                _print_explanation(found.explanation)
+            if show_dsl:
+                out.print_json(json.dumps(found.explanation.dsl))
+            _print_hits(found)
+            return
         result = run_search(query, backend=engine, index=settings.index, embedder=embedder, k=k, mode=mode,  # type: ignore[arg-type]
                             collapse=collapse, include_dsl=show_dsl)
         if as_json:
             out.print_json(result.model_dump_json(exclude_none=True))
             return
         if show_dsl:
-            out.print_json(json.dumps(_shorten_vectors(result.dsl)))
+            from latentsearch.query.rewriter import shorten_vectors
+
+            out.print_json(json.dumps(shorten_vectors(result.dsl)))
         _print_hits(result)
 
     _run(body)
 
 
-def _shorten_vectors(body: Any) -> Any:
-    if isinstance(body, dict):
-        return {k: (f"[{len(v)} floats]" if k == "vector" and isinstance(v, list) else _shorten_vectors(v)) for k, v in body.items()}
-    if isinstance(body, list):
-        return [_shorten_vectors(v) for v in body]
-    return body
+def _query_store(settings: Settings) -> Any:
+    """The content cache ingest uses, so a question's extracted entities are computed once per machine."""
+    from latentsearch.ingest.processors import ContentCache
+
+    return ContentCache(settings.cache_dir / "processors.sqlite") if settings.ingest.cache else None
+
+
+def _print_explanation(ex: Any) -> None:
+    table = Table(title="latent entities of the question")
+    for col in ("type", "extracted", "index values matched"):
+        table.add_column(col)
+    for m in ex.entities + ex.unmapped:
+        table.add_row(m.type, m.extracted, ", ".join(f"{v} ({h})" for v, h in m.how.items()) or "[dim](none in the index)[/]")
+    out.print(table)
+    levels = Table(title=f"strictness {ex.strictness} · floor {ex.floor if ex.floor is None else round(ex.floor, 4)}")
+    for col in ("minimum_should_match", "documents", "above floor", ""):
+        levels.add_column(col)
+    for lv in ex.levels:
+        levels.add_row("no filter" if lv.msm is None else str(lv.msm), str(lv.hits), str(lv.above_floor),
+                       "← chosen" if lv.msm == ex.chosen_msm else "")
+    out.print(levels)
+    out.print(f"[bold]why:[/] {ex.reason}   ·   " + ", ".join(f"{k} {v:.0f} ms" for k, v in ex.timings_ms.items()))
 
 
 def _print_hits(result: Any) -> None:
-    table = Table(title=f"{result.total} matching chunks · {result.took_ms:.0f} ms · {result.mode} · {result.index}")
+    total = f"{result.total} matching chunks · " if hasattr(result, "total") else ""
+    table = Table(title=f"{total}{result.took_ms:.0f} ms · {result.mode} · {result.index}")
     table.add_column("#", justify="right")
     table.add_column("score", justify="right")
     table.add_column("doc")
@@ -323,6 +373,19 @@ data_app = typer.Typer(help="Build training data sets.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
 app.add_typer(data_app, name="data")
+from latentsearch import cli_onnx  # noqa: E402  (export-onnx, opensearch-setup)
+
+cli_onnx.register(app)
+from latentsearch.cli_entities import register as _register_entities  # noqa: E402  (issue 4 commands)
+
+_register_entities(app, train_app, eval_app, data_app)
+register_serve(app)  # `latentsearch serve`: latentsearch/cli_serve.py
+from latentsearch.cli_rag import register as _register_rag  # noqa: E402  (ask, eval rag: issue 7)
+
+_register_rag(app, eval_app)
+from latentsearch.cli_linking import register as _register_linking  # noqa: E402  (link, kb, eval linking: issue 8)
+
+_register_linking(app, eval_app, data_app)
 
 
 @data_app.command("lentex")
@@ -356,6 +419,22 @@ def data_lentex(
         out.print_json(json.dumps(stats))
 
     _run(body)
+
+
+@data_app.command("beir-subset")
+def data_beir_subset(
+    folder: Annotated[Path, typer.Argument(help="A BEIR folder (corpus.jsonl, queries[.split].jsonl, qrels/<split>.tsv)", exists=True)],
+    out_dir: Annotated[Path, typer.Option("--out", help="Where the subset's corpus.jsonl, queries.jsonl, qrels/test.tsv go")],
+    queries: Annotated[int, typer.Option(min=1, help="The first N judged queries")] = 150,
+    documents: Annotated[int, typer.Option(min=1, help="Corpus size: all relevant documents plus seeded distractors")] = 600,
+    split: Annotated[str, typer.Option(help="qrels split to read")] = "train",
+    seed: Annotated[int, typer.Option()] = 13,
+) -> None:
+    """A smaller BEIR set for CPU budgets: N judged queries, their relevant documents, and distractors."""
+    from latentsearch.query.eval_retrieval import beir_subset
+
+    _run(lambda: out.print_json(beir_subset(folder, out_dir, queries=queries, documents=documents, split=split,
+                                            seed=seed).model_dump_json()))
 
 
 @train_app.command("extractor")
@@ -433,6 +512,66 @@ def eval_clustering(
         for row in report.rows:
             table.add_row(row.representation, f"{100 * row.v_measure:.2f} ± {100 * row.v_measure_std:.2f}")
         out.print(table)
+
+    _run(body)
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    queries: Annotated[Path, typer.Option("--queries", help="BEIR queries JSONL (_id, text)", exists=True)],
+    qrels: Annotated[Path, typer.Option("--qrels", help="BEIR qrels TSV (query-id, corpus-id, score)", exists=True)],
+    index: IndexOpt = None,
+    backend: BackendOpt = None,
+    url: UrlOpt = None,
+    config: ConfigOpt = None,
+    variants: Annotated[str, typer.Option(help="Comma-separated: bm25, dense, hybrid, dense+latent:auto, "
+                                                "dense+latent:strict, hybrid+latent:auto (any strictness after latent:)")] =
+        ",".join(("bm25", "dense", "hybrid", "dense+latent:auto", "dense+latent:strict", "hybrid+latent:auto")),
+    limit: Annotated[int | None, typer.Option(help="Evaluate the first N judged queries")] = None,
+    min_hits: Annotated[int, typer.Option(min=1, help="auto strictness: documents a level must keep")] = 5,
+    floor_rank: Annotated[int, typer.Option(min=1, help="auto strictness: the floor is the unfiltered score at this rank")] = 20,
+    run_dir: Annotated[Path | None, typer.Option(help="Write one TREC run file per variant here")] = None,
+    out_file: Annotated[Path | None, typer.Option("--out", help="Also save the JSON report here")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """nDCG@10, P@10, R@10, F1@10, Recall@100, MRR@10 and latency p50/p95 per variant, document level
+    (chunks collapse to their best-scoring document), plus how the latent filter behaved."""
+    from latentsearch.backends import open_backend
+    from latentsearch.models.embedder import get_embedder
+    from latentsearch.query.eval_retrieval import evaluate_retrieval
+
+    def body() -> None:
+        settings = _settings(config, index, backend, url)
+        engine = open_backend(settings.backend)
+        embedder = get_embedder(settings.models.embedder, settings.models.device)
+        chosen = tuple(v.strip() for v in variants.split(",") if v.strip())
+        extractor = None
+        if any("+latent:" in v for v in chosen):
+            from latentsearch.models.extractor import get_extractor
+
+            extractor = get_extractor(settings.models.llm, settings.models.extractor_adapter, settings.models.device)
+        report = evaluate_retrieval(
+            backend=engine, index=settings.index, embedder=embedder, extractor=extractor, queries_path=queries,
+            qrels_path=qrels, variants=chosen, limit=limit, run_dir=run_dir, progress=not as_json,
+            rewrite_options={"min_hits": min_hits, "floor_rank": floor_rank}, store=_query_store(settings),
+        )
+        if out_file:
+            out_file.parent.mkdir(parents=True, exist_ok=True)
+            out_file.write_text(report.model_dump_json(indent=2) + "\n")
+        if as_json:
+            out.print_json(report.model_dump_json())
+            return
+        table = Table(title=f"retrieval on `{report.index}`: {report.queries} queries, document level")
+        names = list(report.results[0].metrics) if report.results else []
+        for col in ["variant", *names, "p50 ms", "p95 ms"]:
+            table.add_column(col, justify="left" if col == "variant" else "right")
+        for r in report.results:
+            table.add_row(r.variant, *(f"{r.metrics[n]:.4f}" for n in names), f"{r.latency_ms['p50']:.0f}",
+                          f"{r.latency_ms['p95']:.0f}")
+        out.print(table)
+        for d in report.diagnostics:
+            out.print(f"{d.variant}: filtered {100 * d.filtered_share:.0f}% of queries, levels {d.chosen_levels}, "
+                      f"relevant docs kept by the filter {d.relevant_kept}, mean entities {d.mean_entities}")
 
     _run(body)
 

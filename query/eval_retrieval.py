@@ -201,13 +201,14 @@ def evaluate_retrieval(
     rewrite_options: dict[str, Any] | None = None,
     progress: bool = True,
     on_variant: Callable[[VariantResult], None] | None = None,
+    store=None,
 ) -> RetrievalReport:
     qrels = load_qrels(qrels_path)
     queries = load_queries(queries_path, limit=limit, with_qrels=set(qrels))
     if not queries:
         raise ValueError(f"no query in {queries_path} has judgements in {qrels_path}")
     needs_latent = any("+latent:" in v for v in variants)
-    rewriter = QueryRewriter(backend, index, embedder, extractor) if needs_latent else None
+    rewriter = QueryRewriter(backend, index, embedder, extractor, store=store) if needs_latent else None
     if rewriter is not None and not rewriter.schema.latent_types:
         raise ValueError(f"index `{index}` has no latent entity types: ingest with --latent-types, or drop the "
                          "+latent variants (--variants bm25,dense,hybrid)")

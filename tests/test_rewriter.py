@@ -21,7 +21,7 @@ from latentsearch.query.rewriter import (
 )
 from latentsearch.query.search import build_body
 
-N_DOCS = 24
+N_DOCS = 12
 INDEX = "rw"
 
 
@@ -52,7 +52,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict:
         ingest={"latent_input": "title", "extract_batch_size": 8},
     )
     report = ingest(SAMPLE_CORPUS, settings, limit=N_DOCS, progress=False)
-    assert report.indexed == N_DOCS
+    assert report.records_read == N_DOCS and report.rejected == 0
     docs = [json.loads(line) for line in SAMPLE_CORPUS.read_text().splitlines()[:N_DOCS]]
     backend = open_backend(settings.backend)
     yield {"settings": settings, "backend": backend, "docs": docs, "root": root}
@@ -209,7 +209,7 @@ def test_strictness_none_and_no_extractor_are_plain_dense(corpus, embedder, rewr
 
 
 def test_hybrid_with_user_filter(corpus, rewriter):
-    keep = [d["_id"] for d in corpus["docs"][:12]]
+    keep = [d["_id"] for d in corpus["docs"][:6]]
     found = rewriter.search(corpus["docs"][2]["title"], k=8, mode="hybrid", strictness="loose",
                             filter={"terms": {"doc_id": keep}})
     assert found.hits and all(h.doc_id in keep for h in found.hits)
