@@ -178,10 +178,13 @@ def search(
             from latentsearch.models.extractor import get_extractor
             from latentsearch.query.rewriter import QueryRewriter
 
-            extractor = get_extractor(settings.models.llm, settings.models.extractor_adapter, settings.models.device)
-            rewriter = QueryRewriter(engine, settings.index, embedder, extractor, schema=schema,
-                                     store=_query_store(settings))
-            found = rewriter.search(query, k=k, mode=mode, strictness=strictness, min_hits=min_hits, fusion=fusion)
+            rewriter = QueryRewriter(engine, settings.index, embedder, None, schema=schema, store=_query_store(settings))
+            rewriter.vocabulary.load(schema.type_names)
+            if any(rewriter.vocabulary.values(t) for t in schema.type_names):  # else no LLM to load
+                rewriter.extractor = get_extractor(settings.models.llm, settings.models.extractor_adapter,
+                                                   settings.models.device)
+            found = rewriter.search(query, k=k, mode=mode, strictness=strictness, min_hits=min_hits, fusion=fusion,
+                                    include_dsl=show_dsl)
             if as_json:
                 out.print_json(found.model_dump_json(exclude_none=True))
                 return

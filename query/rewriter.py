@@ -71,6 +71,7 @@ class RewriteOptions(BaseModel):
     map_top_n: int = Field(3, ge=0, description="Embedding-nearest vocabulary values added per entity")
     map_min_similarity: float = Field(0.75, ge=-1, le=1, description="Cosine needed for a nearest value")
     filter: dict[str, Any] | None = Field(None, description="A user filter clause, always applied")
+    include_dsl: bool = Field(False, description="Return the final request body, vectors included, as `dsl`")
 
     @field_validator("strictness", mode="before")
     @classmethod
@@ -122,9 +123,13 @@ class Explanation(BaseModel):
 
 
 class RewrittenSearch(BaseModel):
+    """`latentsearch search --json` on an index with latent types: SearchResult's fields plus the explanation."""
+
     query: str
     index: str
     mode: str
+    total: int = Field(0, description="Matching chunks at the chosen level, before collapsing")
+    dsl: dict[str, Any] | None = Field(None, description="The final request body (with include_dsl)")
     hits: list[Hit]
     explanation: Explanation
     took_ms: float
@@ -231,14 +236,16 @@ class QueryRewriter:
         self.store = store  # an ingest ContentCache: extractions survive the process (None: memory only)
 
     # -- entities ---------------------------------------------------------------------------
-    def extract(self, text: str) -> dict[str, list[str]]:
-        """The question's latent entities per schema type. Repeated questions are free: an in-process
-        LRU, then the persistent store (when given), then the extractor."""
+    def extract(self, text: str, types: Sequence[str] | None = None) -> dict[str, list[str]]:
+        """The question's latent entities per schema type (or only `types`). Repeated questions are
+        free: an in-process LRU, then the persistent store (when given), then the extractor."""
         if self.extractor is None:
             return {}
         out: dict[str, list[str]] = {}
         text_type = self.schema.query_text_type or self.schema.text_type
         for etype in self.schema.latent_types:
+            if types is not None and etype.name not in types:
+                continue
             key = (etype.name, text)
             if key in self._cache:
                 self._cache.move_to_end(key)
@@ -286,7 +293,11 @@ class QueryRewriter:
         timings["embed"] = _ms(t0)
 
         t0 = time.perf_counter()
-        entities = self.extract(text) if opts.strictness != "none" else {}
+        entities: dict[str, list[str]] = {}
+        if opts.strictness != "none" and self.extractor is not None and self.schema.latent_types:
+            self.vocabulary.load(self.schema.type_names)
+            filled = [t for t in self.schema.type_names if self.vocabulary.values(t)]
+            entities = self.extract(text, filled) if filled else {}  # no values in the index: no LLM call
         mapped, unmapped = self.map_entities(entities, opts) if entities else ([], [])
         timings["extract"] = _ms(t0)
 
@@ -300,6 +311,7 @@ class QueryRewriter:
         t0 = time.perf_counter()
         responses = self.backend.msearch(self.index, bodies)
         timings["backend"] = _ms(t0)
+        totals = [int(r["hits"]["total"]["value"]) for r in responses]
         ranked = [parse_hits(r) for r in responses]
         unfiltered = ranked[-1]
 
@@ -327,8 +339,10 @@ class QueryRewriter:
                 batch.append({**build_body(text, mode="hybrid", k=depth, vector=vector, filter=opts.filter),
                               "search_pipeline": pipeline})
             t0 = time.perf_counter()
-            found = [parse_hits(r) for r in self.backend.msearch(self.index, batch)]
+            raw = self.backend.msearch(self.index, batch)
+            found = [parse_hits(r) for r in raw]
             timings["backend"] += _ms(t0)
+            totals[pick] = int(raw[0]["hits"]["total"]["value"])
             if promote and opts.promotion == "boost":
                 # the dense boost, carried into hybrid score units by the ratio of the two lists' head spreads
                 matched = {h.doc_id for h in found[0]} | {h.doc_id for h in ranked[pick]}
@@ -353,8 +367,9 @@ class QueryRewriter:
             entities=mapped, unmapped=unmapped, strictness=str(strictness), floor=floor, levels=reports,
             chosen_msm=chosen, reason=reason, timings_ms=timings, dsl=shorten_vectors(body),
         )
-        return RewrittenSearch(query=text, index=self.index, mode=opts.mode, hits=hits, explanation=explanation,
-                               took_ms=timings["total"])
+        return RewrittenSearch(query=text, index=self.index, mode=opts.mode, total=totals[pick], hits=hits,
+                               explanation=explanation, took_ms=timings["total"],
+                               dsl=body if opts.include_dsl else None)
 
     async def asearch(self, text: str, **options: Any) -> RewrittenSearch:
         """The async form: the work is CPU-bound model calls plus one msearch, run off the event loop."""

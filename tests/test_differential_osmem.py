@@ -225,7 +225,7 @@ def test_suite_size():
 UNSUPPORTED = [
     ("fuzzy", {"query": {"fuzzy": {"text": {"value": "cel"}}}}),
     ("script", {"query": {"script": {"script": {"source": "doc['chunk.no'].value > 3"}}}}),
-    ("aggs", {"query": {"match_all": {}}, "aggs": {"by_disease": {"terms": {"field": "latent.disease"}}}}),
+    ("avg", {"query": {"match_all": {}}, "aggs": {"mean_no": {"avg": {"field": "chunk.no"}}}}),
     ("wildcard", {"query": {"wildcard": {"latent.disease": {"value": "fl*"}}}}),
     ("query_string", {"query": {"query_string": {"query": "text:cell"}}}),
     ("fuzzy", {"query": {"bool": {"filter": [{"term": {"reviewed": True}}, {"fuzzy": {"text": "cel"}}]}}}),
@@ -257,3 +257,30 @@ def test_unsupported_clause_is_refused_by_count(embedded, clause, query):
     with pytest.raises(UnsupportedQueryError) as info:
         embedded.count(gen.INDEX, query)
     assert clause in str(info.value)
+
+
+# --------------------------------------------------------- 5. terms aggregation (the rewriter's vocabulary read)
+AGG_QUERIES = [
+    {"match_all": {}},
+    {"term": {"reviewed": True}},
+    {"bool": {"must_not": [{"term": {"reviewed": True}}]}},
+]
+
+
+@pytest.mark.parametrize("query", AGG_QUERIES, ids=[gen.compact(q) for q in AGG_QUERIES])
+@pytest.mark.parametrize("field", ["latent.disease", "chunk.no"])
+def test_terms_aggregation_matches_opensearch(osmem, embedded, query, field):
+    """Bucket keys and doc counts equal osmem's (all buckets, so tie order cannot differ), and the
+    top-3 cut keeps the same counts and sum_other_doc_count."""
+    def buckets(resp):
+        agg = resp["aggregations"]["v"]
+        return {str(b["key"]): b["doc_count"] for b in agg["buckets"]}, agg["sum_other_doc_count"]
+
+    for size in (1000, 3):
+        body = {"size": 0, "query": query, "aggs": {"v": {"terms": {"field": field, "size": size}}}}
+        want, want_other = buckets(osmem.search(index=gen.INDEX, body=copy.deepcopy(body)))
+        got, got_other = buckets(_embedded_call(lambda b=body: embedded.search(gen.INDEX, copy.deepcopy(b)), query))
+        if size == 1000:
+            assert got == want, f"{field} buckets differ for {json.dumps(query)}"
+        else:
+            assert sorted(got.values()) == sorted(want.values()) and got_other == want_other
