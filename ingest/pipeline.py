@@ -96,6 +96,10 @@ def default_processors(settings: Settings, embedder: Embedder) -> list[Processor
         from latentsearch.ingest.mentions import mention_processor
 
         processors.append(mention_processor(settings))
+    if settings.ingest.links:  # entity links against `models.kb` (issue 8), off by default
+        from latentsearch.ingest.links import link_processor
+
+        processors.append(link_processor(settings))
     return processors
 
 

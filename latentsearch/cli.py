@@ -16,7 +16,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from latentsearch.cli_serve import register as register_serve
 from latentsearch.config import BackendKind, EntitySchema, Settings, load_settings
 
 app = typer.Typer(
@@ -376,19 +375,14 @@ data_app = typer.Typer(help="Build training data sets.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
 app.add_typer(data_app, name="data")
-from latentsearch import cli_onnx  # noqa: E402  (export-onnx, opensearch-setup)
+# The other components' commands live beside their code, one module each, and register here.
+from latentsearch import cli_entities, cli_linking, cli_onnx, cli_rag, cli_serve  # noqa: E402
 
-cli_onnx.register(app)
-from latentsearch.cli_entities import register as _register_entities  # noqa: E402  (issue 4 commands)
-
-_register_entities(app, train_app, eval_app, data_app)
-register_serve(app)  # `latentsearch serve`: latentsearch/cli_serve.py
-from latentsearch.cli_rag import register as _register_rag  # noqa: E402  (ask, eval rag: issue 7)
-
-_register_rag(app, eval_app)
-from latentsearch.cli_linking import register as _register_linking  # noqa: E402  (link, kb, eval linking: issue 8)
-
-_register_linking(app, eval_app, data_app)
+cli_entities.register(app, train_app, eval_app, data_app)  # entities, train mention-head, eval entity-retrieval/layer-sweep
+cli_serve.register(app)  # serve
+cli_onnx.register(app)  # export-onnx, opensearch-setup
+cli_rag.register(app, eval_app)  # ask, eval rag
+cli_linking.register(app, eval_app, data_app)  # link, eval linking, data kb
 
 
 @data_app.command("lentex")

@@ -136,12 +136,16 @@ class VectorIndexConfig(_Strict):
 class ModelsConfig(_Strict):
     """Model locations. Names resolve to offline PyPI packages; any local path works too."""
 
-    embedder: str = Field("all-MiniLM-L6-v2", description="sentence-transformers name or folder")
+    embedder: str = Field("all-MiniLM-L6-v2", description="sentence-transformers name or folder, or an "
+                          "`export-onnx` folder (then onnxruntime embeds)")
     llm: str = Field("SmolLM2-135M-Instruct", description="Causal LM for latent entities (any chat model folder)")
     extractor_adapter: str = Field(
-        "default", description="LoRA adapter folder for the extractor; `default` = the shipped one, `none` = base model"
+        "default", description="LoRA adapter folder for the extractor; `default` = the shipped one, `none` = base "
+        "model; an `export-onnx` folder = the LLM with its adapter merged, run by onnxruntime"
     )
     mention_head: str = Field("default", description="Mention projection head folder; `default` = the shipped one")
+    kb: str | None = Field(None, description="Entity-linking knowledge base (JSONL of {id, name, aliases, "
+                           "description, type}); needed by `ingest.links` and `latentsearch link`")
     device: str = "cpu"
 
 
@@ -156,6 +160,10 @@ class IngestConfig(_Strict):
     mentions: bool = Field(
         False, description="Per-mention type-aware vectors (nested `mentions`); an LLM pass per chunk, "
         "slow on CPU, so off by default; `latentsearch entities` needs it"
+    )
+    links: bool = Field(
+        False, description="Entity links (nested `links`) against the KB `models.kb`; the LLM runs only on "
+        "ambiguous mentions, off by default"
     )
     latent_input: Literal["chunk", "title"] = Field(
         "chunk",
