@@ -8,18 +8,18 @@ import json
 from pathlib import Path
 
 import pytest
-
-from latentsearch.backends import open_backend
-from latentsearch.config import Settings
 from latentsearch.query.rewriter import (
     EntityMapping,
     QueryRewriter,
     RewriteOptions,
-    latent_filter,
     ladder,
+    latent_filter,
     normalise,
 )
 from latentsearch.query.search import build_body
+
+from latentsearch.backends import open_backend
+from latentsearch.config import Settings
 
 N_DOCS = 12
 INDEX = "rw"
@@ -38,8 +38,9 @@ def spec():
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """An embedded index with latent `research_field` values read from titles (real extractor)."""
-    from latentsearch.demo import SAMPLE_CORPUS
     from latentsearch.ingest.pipeline import ingest
+
+    from latentsearch.demo import SAMPLE_CORPUS
 
     root = tmp_path_factory.mktemp("rewriter")
     mp = pytest.MonkeyPatch()
