@@ -51,10 +51,8 @@ def _strictness(value: str) -> str | int:
 def build_rewriter(settings: Any, backend: Any, embedder: Any, latent: bool) -> Any | None:
     """The query rewriter, with the LentEx extractor when the index's schema lists latent types."""
     from latentsearch.mappings import schema_from_mapping
-    from latentsearch.query.retrieval import make_rewriter, rewriter_available
+    from latentsearch.query.retrieval import make_rewriter
 
-    if not rewriter_available():
-        return None
     extractor = None
     schema = schema_from_mapping(backend.get_mapping(settings.index)) if backend.index_exists(settings.index) else None
     if latent and schema is not None and schema.latent_types:

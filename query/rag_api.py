@@ -9,6 +9,7 @@ latent types) and the answer through the server's batched chat LLM, so /rag, /se
 from __future__ import annotations
 
 import asyncio
+from contextlib import nullcontext
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends
@@ -16,7 +17,7 @@ from latentsearch.onnx_export.serve.errors import AUTH_ERRORS, BODY_ERRORS, MODE
 from latentsearch.onnx_export.serve.security import require_api_key
 from latentsearch.onnx_export.serve.services import Services, get_services
 from latentsearch.query.rag import Answer, answer_from_passages, passages_from_hits
-from latentsearch.query.retrieval import retrieve, rewriter_available
+from latentsearch.query.retrieval import retrieve
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -59,19 +60,12 @@ def _answer(services: Services, body: RagRequest, loop: asyncio.AbstractEventLoo
         backend = services.backend()
         if not backend.index_exists(index):
             raise ApiError(404, f"index `{index}` does not exist", "index_not_found")
-        if body.rewrite and rewriter_available():
-            rewriter, lock = services.rewriter(index, loop)
-        else:
-            rewriter, lock = None, None
+        rewriter, lock = services.rewriter(index, loop) if body.rewrite else (None, nullcontext())
         try:
-            if lock is not None:
-                with lock:
-                    result = retrieve(body.question, backend=backend, index=index, embedder=embedder,
-                                      rewriter=rewriter, k=body.k or config.k, search_type=body.mode,
-                                      strictness=body.strictness, filter=body.filter)
-            else:
-                result = retrieve(body.question, backend=backend, index=index, embedder=embedder, rewriter=None,
-                                  k=body.k or config.k, search_type=body.mode, filter=body.filter)
+            with lock:
+                result = retrieve(body.question, backend=backend, index=index, embedder=embedder, rewriter=rewriter,
+                                  k=body.k or config.k, search_type=body.mode, strictness=body.strictness,
+                                  filter=body.filter)
         except ValueError as err:
             raise ApiError(422, str(err), "invalid_option") from err
     return answer_from_passages(body.question, passages_from_hits(result.hits), _ServerLLM(services, loop),

@@ -68,12 +68,10 @@ def rewriter_available() -> bool:
     return True
 
 
-def make_rewriter(backend: SearchBackend, index: str, embedder: Any, extractor: Any = None) -> Any | None:
-    """A QueryRewriter when the module exists, else None (plain search is used)."""
-    try:
-        from latentsearch.query.rewriter import QueryRewriter
-    except ImportError:
-        return None
+def make_rewriter(backend: SearchBackend, index: str, embedder: Any, extractor: Any = None) -> Any:
+    """The QueryRewriter for an index (extractor None: no latent filtering, plain dense/hybrid search)."""
+    from latentsearch.query.rewriter import QueryRewriter
+
     return QueryRewriter(backend, index, embedder, extractor=extractor)
 
 

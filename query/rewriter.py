@@ -205,10 +205,9 @@ class Vocabulary:
         vectors = self._vectors.get(etype)
         if top_n and entity_vector is not None and vectors is not None and len(values):
             sims = vectors @ entity_vector
-            for i in np.argsort(-sims)[: top_n + len(found)]:
-                if sims[i] < min_sim or len([h for h in found.values() if h.startswith("nearest")]) >= top_n:
-                    break
-                found.setdefault(values[i], f"nearest:{sims[i]:.2f}")
+            head = np.argsort(-sims)[: top_n + len(found)]
+            nearest = [i for i in head if sims[i] >= min_sim and values[i] not in found][:top_n]
+            found.update({values[i]: f"nearest:{sims[i]:.2f}" for i in nearest})
         return found
 
 

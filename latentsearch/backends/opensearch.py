@@ -165,6 +165,35 @@ def _index_from_error(info: Any) -> str | None:
     return None
 
 
+@contextmanager
+def translate_errors(action: str, url: str, index: str | None = None) -> Iterator[None]:
+    """Translate opensearch-py exceptions into latentsearch's error classes (sync and async clients)."""
+    try:
+        yield
+    except os_exc.ConnectionTimeout as exc:
+        raise TransientBackendError(
+            f"{action}: no answer from {url} within the timeout after retries ({exc.error}); "
+            "raise backend.timeout_s or check the cluster's load",
+            status=504,
+        ) from exc
+    except os_exc.SSLError as exc:
+        raise BackendError(
+            f"{action}: TLS failed with {url} ({exc.error}); "
+            "set backend.tls.ca_certs to the cluster's "
+            "CA bundle (or backend.tls.verify=false for a self-signed test cluster)",
+            status=502,
+            error_type="tls_error",
+        ) from exc
+    except os_exc.ConnectionError as exc:
+        raise TransientBackendError(
+            f"{action}: cannot reach {url} ({exc.error}); is the cluster up and backend.url right?",
+            status=503,
+        ) from exc
+    except os_exc.TransportError as exc:
+        status = exc.status_code if isinstance(exc.status_code, int) else 500
+        raise status_error(status, exc.info, action=action, index=index, url=url) from exc
+
+
 class OpenSearchBackend(SearchBackend):
     """latentsearch's requests sent verbatim to an OpenSearch cluster."""
 
@@ -184,33 +213,8 @@ class OpenSearchBackend(SearchBackend):
 
     # ------------------------------------------------------------ error mapping
 
-    @contextmanager
-    def _errors(self, action: str, index: str | None = None) -> Iterator[None]:
-        """Translate opensearch-py exceptions into latentsearch's error classes."""
-        try:
-            yield
-        except os_exc.ConnectionTimeout as exc:
-            raise TransientBackendError(
-                f"{action}: no answer from {self.url} within the timeout after retries ({exc.error}); "
-                "raise backend.timeout_s or check the cluster's load",
-                status=504,
-            ) from exc
-        except os_exc.SSLError as exc:
-            raise BackendError(
-                f"{action}: TLS failed with {self.url} ({exc.error}); "
-                "set backend.tls.ca_certs to the cluster's "
-                "CA bundle (or backend.tls.verify=false for a self-signed test cluster)",
-                status=502,
-                error_type="tls_error",
-            ) from exc
-        except os_exc.ConnectionError as exc:
-            raise TransientBackendError(
-                f"{action}: cannot reach {self.url} ({exc.error}); is the cluster up and backend.url right?",
-                status=503,
-            ) from exc
-        except os_exc.TransportError as exc:
-            status = exc.status_code if isinstance(exc.status_code, int) else 500
-            raise status_error(status, exc.info, action=action, index=index, url=self.url) from exc
+    def _errors(self, action: str, index: str | None = None):
+        return translate_errors(action, self.url, index)
 
     # ------------------------------------------------------------ indices
 

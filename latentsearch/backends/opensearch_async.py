@@ -7,14 +7,11 @@ the sync backend, so callers handle one set of exceptions.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
-from opensearchpy import exceptions as os_exc
-
-from latentsearch.backends.base import BackendError, IndexNotFoundError, TransientBackendError
-from latentsearch.backends.opensearch import client_kwargs, msearch_results, query_params, status_error
+from latentsearch.backends.base import BackendError, IndexNotFoundError
+from latentsearch.backends.opensearch import client_kwargs, msearch_results, query_params, translate_errors
 from latentsearch.config import BackendConfig
 
 _AIOHTTP_HINT = "async OpenSearch needs aiohttp: pip install 'latentsearch[langchain]' (or 'opensearch-py[async]')"
@@ -46,23 +43,8 @@ class AsyncOpenSearchBackend:
             )
         return cls(AsyncOpenSearch(**kwargs), url=config.url or "")
 
-    @contextmanager
-    def _errors(self, action: str, index: str | None = None) -> Iterator[None]:
-        try:
-            yield
-        except os_exc.ConnectionTimeout as exc:
-            raise TransientBackendError(
-                f"{action}: no answer from {self.url} within the timeout after retries; raise backend.timeout_s",
-                status=504,
-            ) from exc
-        except os_exc.ConnectionError as exc:
-            raise TransientBackendError(
-                f"{action}: cannot reach {self.url} ({exc.error}); is the cluster up and backend.url right?",
-                status=503,
-            ) from exc
-        except os_exc.TransportError as exc:
-            status = exc.status_code if isinstance(exc.status_code, int) else 500
-            raise status_error(status, exc.info, action=action, index=index, url=self.url) from exc
+    def _errors(self, action: str, index: str | None = None):
+        return translate_errors(action, self.url, index)
 
     async def search(self, index: str, body: dict[str, Any], *, params: dict[str, Any] | None = None) -> dict[str, Any]:
         with self._errors("search", index):
