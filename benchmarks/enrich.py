@@ -36,8 +36,8 @@ def main() -> None:
     from latentsearch.ingest.chunking import TokenChunker, default_chunk_tokens
     from latentsearch.ingest.readers import read_records
     from latentsearch.ingest.records import SourceRecord
-    from latentsearch.models.embedder import get_embedder
     from latentsearch.models.extractor import LatentEntityExtractor
+    from latentsearch.models.factory import get_embedder
 
     embedder = get_embedder()
     chunker = TokenChunker(embedder.tokenizer, default_chunk_tokens(embedder.max_tokens), 10)

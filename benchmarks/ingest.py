@@ -66,14 +66,13 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
 
+    from latentsearch.config import load_settings
     from latentsearch.ingest.chunking import TokenChunker, default_chunk_tokens
     from latentsearch.ingest.pipeline import ingest
     from latentsearch.ingest.processors import EmbeddingProcessor
     from latentsearch.ingest.readers import read_records
     from latentsearch.ingest.records import SourceRecord
-    from latentsearch.models.embedder import get_embedder
-
-    from latentsearch.config import load_settings
+    from latentsearch.models.factory import get_embedder
 
     corpus = args.corpus
     work = Path(tempfile.mkdtemp(prefix="ls-bench-"))

@@ -53,9 +53,9 @@ def main() -> None:
     from latentsearch.ingest.chunking import TokenChunker, default_chunk_tokens
     from latentsearch.ingest.readers import read_records
     from latentsearch.ingest.records import SourceRecord
-    from latentsearch.models.embedder import get_embedder
+    from latentsearch.models.factory import get_embedder
+    from latentsearch.models.onnx_manifest import load_manifest
     from latentsearch.onnx_export.export import export
-    from latentsearch.onnx_export.manifest import load_manifest
 
     tmp = None
     root = args.onnx
@@ -85,7 +85,7 @@ def main() -> None:
         rows.append(("embedder", f"{len(texts)} chunks, batch {args.batch_size}", "texts/s", rates))
 
     if "extractor" in what:
-        from latentsearch.models.extractor import get_extractor
+        from latentsearch.models.factory import get_extractor
 
         torch_ex = get_extractor()
         onnx_ex = get_extractor(adapter=str(root))
@@ -105,8 +105,8 @@ def main() -> None:
             print("note: no mention encoder in this export (export-onnx --what mentions needs a trained head)")
         else:
             from latentsearch.models.mention_head import MentionVectorizer
+            from latentsearch.models.onnx_runtime import OnnxMentionVectorizer
             from latentsearch.models.spans import get_span_detector
-            from latentsearch.onnx_export.runtime import OnnxMentionVectorizer
 
             head = Path(manifest.model("mentions").extra["head"])
             texts = [r.text for r in records[: args.extractions]]

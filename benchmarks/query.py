@@ -14,16 +14,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-from latentsearch.models.embedder import get_embedder
-from latentsearch.models.extractor import get_extractor
-from latentsearch.query.eval_retrieval import load_queries
-from latentsearch.query.rewriter import QueryRewriter
-from latentsearch.query.search import search
 from rich.console import Console
 from rich.table import Table
 
 from latentsearch.backends import open_backend
 from latentsearch.config import Settings
+from latentsearch.lab.eval_retrieval import load_queries
+from latentsearch.models.factory import get_embedder, get_extractor
+from latentsearch.query.rewriter import QueryRewriter
+from latentsearch.query.search import search
 
 
 def pct(values: list[float]) -> tuple[float, float]:

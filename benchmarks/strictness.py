@@ -16,16 +16,15 @@ import argparse
 import json
 from pathlib import Path
 
-from latentsearch.ingest.processors import ContentCache
-from latentsearch.models.embedder import get_embedder
-from latentsearch.models.extractor import get_extractor
-from latentsearch.query.eval_retrieval import evaluate_run, load_qrels, load_queries, run_variant
-from latentsearch.query.rewriter import QueryRewriter
 from rich.console import Console
 from rich.table import Table
 
 from latentsearch.backends import open_backend
+from latentsearch.cache import ContentCache
 from latentsearch.config import Settings
+from latentsearch.lab.eval_retrieval import evaluate_run, load_qrels, load_queries, run_variant
+from latentsearch.models.factory import get_embedder, get_extractor
+from latentsearch.query.rewriter import QueryRewriter
 
 ROWS: list[tuple[str, str, dict]] = [
     ("dense (no filter)", "dense", {}),

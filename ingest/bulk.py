@@ -19,9 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from latentsearch.ingest.records import Chunk, Rejected
-
 from latentsearch.backends.base import BulkAction, SearchBackend, TransientBackendError
+from latentsearch.ingest.records import Chunk, Rejected
 
 
 class DeadLetter:

@@ -13,18 +13,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
+from latentsearch import dsl
+from latentsearch.backends import BulkAction, SearchBackend, open_backend
+from latentsearch.cache import ContentCache
+from latentsearch.config import Settings
 from latentsearch.ingest.bulk import BulkWriter, Checkpoint, DeadLetter
 from latentsearch.ingest.chunking import TokenChunker, default_chunk_tokens
-from latentsearch.ingest.processors import ContentCache, EmbeddingProcessor, Processor
+from latentsearch.ingest.processors import EmbeddingProcessor, Processor
 from latentsearch.ingest.readers import FieldMap, count_records, read_records
 from latentsearch.ingest.records import Chunk, Rejected, SourceRecord
 from latentsearch.mappings import index_body, schema_from_mapping
-from latentsearch.models.embedder import Embedder, get_embedder
-from latentsearch.query import dsl
-from pydantic import BaseModel
-
-from latentsearch.backends import BulkAction, SearchBackend, open_backend
-from latentsearch.config import Settings
+from latentsearch.models.embedder import Embedder
+from latentsearch.models.factory import get_embedder
 from latentsearch.progress import progress_bar
 
 
@@ -87,7 +89,7 @@ def default_processors(settings: Settings, embedder: Embedder) -> list[Processor
     processors: list[Processor] = [EmbeddingProcessor(embedder, batch_size=settings.ingest.embed_batch_size)]
     if settings.ingest.latent and settings.entities.latent_types:
         from latentsearch.ingest.processors import LatentEntityProcessor
-        from latentsearch.models.extractor import get_extractor
+        from latentsearch.models.factory import get_extractor
 
         extractor = get_extractor(settings.models.llm, settings.models.extractor_adapter, settings.models.device,
                                   batch_size=settings.ingest.extract_batch_size)

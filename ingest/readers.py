@@ -44,8 +44,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, NamedTuple, Union
 
-from latentsearch.ingest.records import Rejected, SourceRecord
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from latentsearch.ingest.records import Rejected, SourceRecord
 
 __all__ = [
     "SUPPORTED_FORMATS",

@@ -204,6 +204,8 @@ class Settings(BaseSettings):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     rag: RagConfig = Field(default_factory=RagConfig)
     home: Path = Field(default_factory=default_home, description="Caches, checkpoints, embedded db")
+    data_dir: Path | None = Field(None, description="Root of the benchmark datasets (scifact/, wnut17/, "
+                                  "20newsgroups/) that `demo`, training and evaluation read, e.g. ../shared/data")
 
     @classmethod
     def settings_customise_sources(

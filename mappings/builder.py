@@ -12,9 +12,9 @@ The OpenSearch body is canonical; the embedded engine reads it as is, Elasticsea
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Literal
 
+from latentsearch.backends.es_dialect import elasticsearch_index_body
 from latentsearch.config import EntitySchema, VectorIndexConfig
 
 MAPPING_VERSION = 1
@@ -108,45 +108,6 @@ def opensearch_index_body(
             },
         },
     }
-
-
-_ES_SIMILARITY = {"cosinesimil": "cosine", "l2": "l2_norm", "innerproduct": "max_inner_product"}
-
-
-def to_elasticsearch_mappings(mappings: dict[str, Any]) -> dict[str, Any]:
-    """Rewrite OpenSearch `knn_vector` properties into Elasticsearch `dense_vector` ones."""
-    out = copy.deepcopy(mappings)
-
-    def walk(props: dict[str, Any]) -> None:
-        for name, prop in list(props.items()):
-            if prop.get("type") == "knn_vector":
-                method = prop.get("method", {})
-                params = method.get("parameters", {})
-                props[name] = {
-                    "type": "dense_vector",
-                    "dims": prop["dimension"],
-                    "index": True,
-                    "similarity": _ES_SIMILARITY[method.get("space_type", "cosinesimil")],
-                    "index_options": {
-                        "type": "hnsw",
-                        "m": params.get("m", 16),
-                        "ef_construction": params.get("ef_construction", 100),
-                    },
-                }
-            elif "properties" in prop:
-                walk(prop["properties"])
-
-    walk(out.get("properties", {}))
-    return out
-
-
-def elasticsearch_index_body(opensearch_body: dict[str, Any]) -> dict[str, Any]:
-    """The Elasticsearch create-index body equivalent to an OpenSearch one."""
-    settings = copy.deepcopy(opensearch_body.get("settings", {}))
-    index_settings = settings.get("index", {})
-    for key in [k for k in index_settings if k == "knn" or k.startswith("knn.")]:
-        index_settings.pop(key)
-    return {"settings": settings, "mappings": to_elasticsearch_mappings(opensearch_body["mappings"])}
 
 
 def index_body(

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from functools import cached_property
 
 import numpy as np
-from latentsearch.models.registry import cached, resolve_model_path
+
+from latentsearch.models.registry import resolve_model_path
 
 
 class Embedder:
@@ -45,14 +46,3 @@ class Embedder:
             show_progress_bar=False,
         )
         return vectors.astype(np.float32, copy=False)
-
-
-def get_embedder(name: str = "all-MiniLM-L6-v2", device: str = "cpu") -> Embedder:
-    """The process-wide embedder for (name, device); an ONNX export folder gives the onnxruntime embedder."""
-    from latentsearch.onnx_export.manifest import is_onnx_export
-
-    if is_onnx_export(name):
-        from latentsearch.onnx_export.runtime import OnnxEmbedder
-
-        return cached(("onnx-embedder", name, device), lambda: OnnxEmbedder(name, device))  # type: ignore[return-value]
-    return cached(("embedder", name, device), lambda: Embedder(name, device))

@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from latentsearch.models.llm import SMOLLM2, LoadedLM, load_llm, resolve_llm_path
-from latentsearch.models.registry import cached
 
 INSTRUCTIONS: tuple[str, ...] = (
     "From the given {text_type}, determine the {latent_entity_type}.",
@@ -213,19 +212,3 @@ def _resolve_adapter(adapter: str | Path | None) -> Path | None:
     if not (path / "adapter_config.json").is_file():
         raise FileNotFoundError(f"{path} is not a LoRA adapter folder (no adapter_config.json)")
     return path
-
-
-def get_extractor(model: str = SMOLLM2, adapter: str | Path | None = "default", device: str = "cpu",
-                  **kwargs: int) -> LatentEntityExtractor:
-    """The process-wide extractor for these settings. An `export-onnx` folder as `adapter` (the LLM with its
-    adapter merged) or as `model` gives the onnxruntime extractor."""
-    from latentsearch.onnx_export.manifest import is_onnx_export
-
-    export = next((str(p) for p in (adapter, model) if p is not None and is_onnx_export(p)), None)
-    if export is not None:
-        from latentsearch.onnx_export.runtime import OnnxExtractor
-
-        key = ("onnx-extractor", export, device, *(f"{k}={v}" for k, v in sorted(kwargs.items())))
-        return cached(key, lambda: OnnxExtractor(export, device, **kwargs))
-    key = ("extractor", model, str(adapter), device, *(f"{k}={v}" for k, v in sorted(kwargs.items())))
-    return cached(key, lambda: LatentEntityExtractor(model, adapter, device, **kwargs))

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel, Field
+
 from latentsearch.models.kb import KBEntity, KnowledgeBase, load_kb
 from latentsearch.models.registry import cached
 from latentsearch.models.spans import Span
-from pydantic import BaseModel, Field
 
 Method = Literal["alias", "dense", "llm"]
 
@@ -55,7 +56,7 @@ class DenseEntityRetriever:
     """MiniLM vectors of every KB entity's `name: description`, searched by exact cosine (KBs here are small)."""
 
     def __init__(self, kb: KnowledgeBase, embedder_name: str = "all-MiniLM-L6-v2", device: str = "cpu"):
-        from latentsearch.models.embedder import get_embedder
+        from latentsearch.models.factory import get_embedder
 
         self.kb = kb
         self.embedder = get_embedder(embedder_name, device)

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from latentsearch.models.registry import ModelNotFoundError, cached
-
 from latentsearch.config import default_home
+from latentsearch.models.registry import ModelNotFoundError, cached
 
 log = logging.getLogger(__name__)
 

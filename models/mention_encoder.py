@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
+
 from latentsearch.models.llm import SMOLLM2, load_llm
 from latentsearch.models.registry import cached
 from latentsearch.models.spans import Span

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-from latentsearch.models.registry import ModelNotFoundError, cached
 from pydantic import BaseModel, ConfigDict
+
+from latentsearch.models.registry import ModelNotFoundError, cached
 
 # spaCy labels that are quantities, not named entities a type query could ask for
 NUMERIC_LABELS = frozenset({"DATE", "TIME", "PERCENT", "MONEY", "QUANTITY", "ORDINAL", "CARDINAL"})

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from latentsearch.onnx_export.manifest import (
+from latentsearch.models.onnx_manifest import (
     MANIFEST_NAME,
     ROLES,
     ExportedModel,
@@ -139,6 +139,7 @@ def _fix_output_dim(path: Path, dimension: int) -> None:
 def export_embedder(out: Path, name: str = "all-MiniLM-L6-v2", opset: int = DEFAULT_OPSET) -> ExportedModel:
     """sentence-transformers model -> `out/embedder/model.onnx` (token ids in, unit vectors out)."""
     import torch
+
     from latentsearch.models.embedder import Embedder
 
     emb = Embedder(name, "cpu")  # a private copy: export must not touch the process-wide one
@@ -175,9 +176,10 @@ def export_embedder(out: Path, name: str = "all-MiniLM-L6-v2", opset: int = DEFA
 def export_extractor(out: Path, model: str = "SmolLM2-135M-Instruct", adapter: str | Path | None = "default",
                      opset: int = DEFAULT_OPSET) -> ExportedModel:
     """LentEx LLM (LoRA merged) -> `out/extractor/model.onnx` with KV-cache inputs/outputs (optimum-onnx)."""
+    from optimum.exporters.onnx import main_export
+
     from latentsearch.models.extractor import LatentEntityExtractor
     from latentsearch.models.llm import resolve_llm_path
-    from optimum.exporters.onnx import main_export
 
     extractor = LatentEntityExtractor(model, adapter, "cpu")  # merges the adapter into a private copy
     folder = out / "extractor"
@@ -209,11 +211,12 @@ def _mention_graph(head_path: Path) -> tuple[Any, Any, Any]:
     A private copy of the LLM keeps blocks 0..L only; a forward hook captures the site's output of block L
     (what `MentionEncoder` reads), the span-end rows are gathered, and the projection head is applied."""
     import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     from latentsearch.models.llm import resolve_llm_path
     from latentsearch.models.mention_encoder import decoder_layers, site_module
     from latentsearch.models.mention_head import load_head
     from latentsearch.models.registry import ModelNotFoundError
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
         head, cfg = load_head(head_path)
@@ -256,6 +259,7 @@ def export_mentions(out: Path, head_path: str | Path | None = None, opset: int =
     `input_ids`, `attention_mask` (right padding) and `span_ends` (batch, spans: token index of each span's
     last token, from the tokenizer's offsets) in, `mention_vectors` (batch, spans, out_dim) out."""
     import torch
+
     from latentsearch.models.llm import resolve_llm_path
     from latentsearch.models.mention_head import ARTIFACT
 

@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from latentsearch.models.mention_head import ARTIFACT, MentionVectorizer, get_vectorizer
-from latentsearch.query import dsl
 from pydantic import BaseModel, Field
 
+from latentsearch import dsl
 from latentsearch.backends import SearchBackend
+from latentsearch.models.mention_head import ARTIFACT, MentionVectorizer, get_vectorizer
 
 MENTIONS_PATH = "mentions"
 MENTION_FIELD = "mentions.vector"

@@ -18,26 +18,21 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.vectorstores import VectorStore
 from langchain_core.vectorstores.utils import maximal_marginal_relevance
-from latentsearch.ingest.bulk import BulkWriter, DeadLetter
-from latentsearch.ingest.pipeline import default_processors, ensure_index
-from latentsearch.ingest.processors import ContentCache, EmbeddingProcessor, Processor
-from latentsearch.ingest.records import Chunk
-from latentsearch.mappings import schema_from_mapping
-from latentsearch.models.embedder import Embedder, get_embedder
-from latentsearch.query import dsl
-from latentsearch.query.retrieval import (
-    Retrieval,
-    Strictness,
-    aretrieve,
-    make_rewriter,
-    retrieve,
-    user_filter,
-)
-from latentsearch.query.search import Hit
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from latentsearch import dsl
 from latentsearch.backends import BulkAction, SearchBackend, open_backend
+from latentsearch.cache import ContentCache
 from latentsearch.config import Settings, load_settings
+from latentsearch.ingest.bulk import BulkWriter, DeadLetter
+from latentsearch.ingest.pipeline import default_processors, ensure_index
+from latentsearch.ingest.processors import EmbeddingProcessor, Processor
+from latentsearch.ingest.records import Chunk
+from latentsearch.mappings import schema_from_mapping
+from latentsearch.models.embedder import Embedder
+from latentsearch.models.factory import get_embedder
+from latentsearch.query.retrieval import Retrieval, Retriever, Strictness, user_filter
+from latentsearch.query.search import Hit
 
 # ---------------------------------------------------------------- embeddings, both directions
 
@@ -134,14 +129,13 @@ class LatentSearchRetriever(BaseRetriever):
     filter: dict[str, Any] | None = Field(None, description="OpenSearch DSL clause or {metadata field: value(s)}")
     use_rewriter: bool = Field(True, description="False forces plain dense/hybrid search (the rewriter's baseline)")
 
-    _embedder: Any = PrivateAttr(None)
-    _rewriter: Any = PrivateAttr(None)
+    _engine: Any = PrivateAttr(None)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, *, index: str | None = None, latent: bool = True,
                       **kwargs: Any) -> LatentSearchRetriever:
         """A retriever on the configured backend; with `latent` and an index whose schema lists latent
-        types, the LentEx extractor filters on query entities."""
+        types, the LentEx extractor filters on query entities (loaded when the index holds latent values)."""
         settings = settings or load_settings()
         index = index or settings.index
         backend = kwargs.pop("backend", None) or open_backend(settings.backend)
@@ -149,21 +143,19 @@ class LatentSearchRetriever(BaseRetriever):
             from latentsearch.backends.opensearch_async import AsyncOpenSearchBackend
 
             kwargs["async_backend"] = AsyncOpenSearchBackend.from_config(settings.backend)
-        if "extractor" not in kwargs and latent and _index_latent_types(backend, index):
-            from latentsearch.models.extractor import get_extractor
-
-            m = settings.models
-            kwargs["extractor"] = get_extractor(m.llm, m.extractor_adapter, m.device)
         if kwargs.get("embedder") is None:
             kwargs["embedder"] = get_embedder(settings.models.embedder, settings.models.device)
-        return cls(backend=backend, index=index, **kwargs)
+        retriever = cls(backend=backend, index=index, **kwargs)
+        retriever._engine = Retriever.from_settings(
+            settings, index=index, backend=backend, embedder=as_embedder(retriever.embedder), latent=latent,
+            extractor=kwargs.get("extractor"), async_backend=retriever.async_backend)
+        return retriever
 
-    def _resolved(self) -> tuple[Any, Any]:
-        if self._embedder is None:
-            self._embedder = as_embedder(self.embedder)
-        if self._rewriter is None and self.use_rewriter:
-            self._rewriter = make_rewriter(self.backend, self.index, self._embedder, self.extractor)
-        return self._embedder, self._rewriter
+    def _resolved(self) -> Retriever:
+        if self._engine is None:
+            self._engine = Retriever(self.backend, self.index, as_embedder(self.embedder), extractor=self.extractor,
+                                     async_backend=self.async_backend)
+        return self._engine
 
     def _options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         unknown = set(kwargs) - {"k", "search_type", "strictness", "min_hits", "filter"}
@@ -197,9 +189,7 @@ class LatentSearchRetriever(BaseRetriever):
         opts = self._options(kwargs)
         if opts["search_type"] == "mentions":
             return self._mention_documents(query, opts)
-        embedder, rewriter = self._resolved()
-        result = retrieve(query, backend=self.backend, index=self.index, embedder=embedder, rewriter=rewriter,
-                          **opts)
+        result = self._resolved().search(query, **_search_options(opts), rewrite=self.use_rewriter)
         return self._documents(result)
 
     async def _aget_relevant_documents(self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun,
@@ -209,17 +199,14 @@ class LatentSearchRetriever(BaseRetriever):
             import asyncio
 
             return await asyncio.to_thread(self._mention_documents, query, opts)
-        embedder, rewriter = self._resolved()
-        result = await aretrieve(query, backend=self.backend, index=self.index, embedder=embedder,
-                                 rewriter=rewriter, async_backend=self.async_backend, **opts)
+        result = await self._resolved().asearch(query, **_search_options(opts), rewrite=self.use_rewriter)
         return self._documents(result)
 
 
-def _index_latent_types(backend: SearchBackend, index: str) -> list[str]:
-    if not backend.index_exists(index):
-        return []
-    schema = schema_from_mapping(backend.get_mapping(index))
-    return schema.type_names if schema else []
+def _search_options(opts: dict[str, Any]) -> dict[str, Any]:
+    """The retriever's options in `Retriever.search` names."""
+    return {"k": opts["k"], "mode": opts["search_type"], "strictness": opts["strictness"],
+            "min_hits": opts["min_hits"], "filter": opts["filter"]}
 
 
 # ---------------------------------------------------------------- vector store
@@ -426,6 +413,8 @@ class LatentSearchVectorStore(VectorStore):
         return store
 
     def as_latent_retriever(self, **kwargs: Any) -> LatentSearchRetriever:
-        """The rewriter's retriever on this store's index (latent filters, explanations in metadata)."""
-        return LatentSearchRetriever(backend=self.backend, index=self.index, embedder=self.embedder,
-                                     async_backend=self.async_backend, **kwargs)
+        """The rewriter's retriever on this store's index: latent filters (the configured extractor, loaded
+        when the index holds latent values), explanations in metadata."""
+        kwargs.setdefault("async_backend", self.async_backend)
+        return LatentSearchRetriever.from_settings(self.settings, index=self.index, backend=self.backend,
+                                                   embedder=self.embedder, **kwargs)

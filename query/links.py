@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from latentsearch.query import dsl
+from latentsearch import dsl
 
 LINKS_PATH = "links"
 ENTITY_FIELD = "links.entity_id"

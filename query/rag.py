@@ -76,6 +76,7 @@ class LocalLLM:
 
     def complete(self, messages: list[dict[str, str]], *, max_tokens: int) -> str:
         import torch
+
         from latentsearch.models.llm import load_llm
 
         lm = load_llm(self.name, self.device)
@@ -252,7 +253,7 @@ def answer_from_documents(question: str, docs: Sequence[Any], llm: ChatLLM | Non
     if llm is None:
         llm = LocalLLM()
     if kwargs.get("embedder") is None:
-        from latentsearch.models.embedder import get_embedder
+        from latentsearch.models.factory import get_embedder
 
         kwargs["embedder"] = get_embedder()
     explanation = next((d.metadata.get("explanation") for d in docs if d.metadata.get("explanation")), None)
@@ -264,31 +265,24 @@ def ask(
     question: str,
     settings: Settings,
     *,
-    index: str | None = None,
-    backend: Any = None,
-    embedder: Any = None,
-    rewriter: Any = None,
+    retriever: Any = None,
     llm: ChatLLM | None = None,
     k: int | None = None,
     strictness: str | int = "auto",
     search_type: str = "dense",
     filter: dict[str, Any] | None = None,
+    rewrite: bool = True,
 ) -> Answer:
-    """Retrieve (the rewriter when given), then answer with citations. `latentsearch ask` calls this."""
-    from latentsearch.models.embedder import get_embedder
-    from latentsearch.query.retrieval import retrieve
-
-    from latentsearch.backends import open_backend
+    """Retrieve (the `Retriever`'s search-or-rewriter decision), then answer with citations.
+    `latentsearch ask` calls this; `retriever` defaults to `Retriever.from_settings(settings)`."""
+    from latentsearch.query.retrieval import Retriever
 
     if not question.strip():
         raise ValueError("the question is empty")
     started = time.perf_counter()
-    index = index or settings.index
-    backend = backend or open_backend(settings.backend)
-    embedder = embedder or get_embedder(settings.models.embedder, settings.models.device)
-    result = retrieve(question, backend=backend, index=index, embedder=embedder, rewriter=rewriter,
-                      k=k or settings.rag.k, search_type=search_type, strictness=strictness,  # type: ignore[arg-type]
-                      filter=filter)
+    retriever = retriever or Retriever.from_settings(settings)
+    result = retriever.search(question, k=k or settings.rag.k, mode=search_type, strictness=strictness,  # type: ignore[arg-type]
+                              filter=filter, rewrite=rewrite)
     return answer_from_passages(question, passages_from_hits(result.hits), llm or llm_from_settings(settings),
-                                config=settings.rag, embedder=embedder, explanation=result.explanation,
-                                rewriter=result.rewriter, started=started)
+                                config=settings.rag, embedder=retriever.embedder, explanation=result.explanation,
+                                rewriter=result.rewritten, started=started)

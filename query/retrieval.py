@@ -1,22 +1,35 @@
-"""One retrieval call for the LangChain retriever, `ask` and `/rag`: the query rewriter when it is
-installed (latent-entity filters with adaptive strictness), else plain dense/hybrid search.
+"""The one place that decides how a question is searched: plain dense/BM25/hybrid search, or the
+query rewriter (latent-entity filters with adaptive strictness). The CLI's `search` and `ask`,
+the server's `/search` and `/rag`, the LangChain retriever and the evaluations all call
+`Retriever`, so the same question with the same settings gives the same hits everywhere.
 
-Kept apart from the LangChain module so that RAG answers need no langchain-core, and so that the
-switch from search to rewriter happens in one place.
+    retriever = Retriever.from_settings(settings, index="papers")
+    found = retriever.search("Which drugs lower the risk of heart attack?", k=5)
+    found.hits, found.rewritten, found.explanation
+
+The rule (`Retriever.uses_rewriter`): the rewriter runs for dense and hybrid questions, with one hit
+per document, on an index whose schema lists latent types, when an extractor is available and the
+caller asked for latent filtering (`rewrite`, strictness other than `none`). Everything else is
+plain search. Kept apart from the LangChain module so RAG answers need no langchain-core.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
-from latentsearch.query import dsl
-from latentsearch.query.search import Hit, build_body, parse_hits
-from latentsearch.query.search import search as plain_search
 from pydantic import BaseModel, Field
 
+from latentsearch import dsl
 from latentsearch.backends import SearchBackend
+from latentsearch.cache import ContentCache
+from latentsearch.config import EntitySchema, Settings
+from latentsearch.mappings import schema_from_mapping
+from latentsearch.query.rewriter import QueryRewriter, RewrittenSearch
+from latentsearch.query.search import Hit, SearchMode, SearchResult, build_body, parse_hits
+from latentsearch.query.search import search as plain_search
 
 SearchType = Literal["dense", "hybrid"]
 Strictness = str | int
@@ -29,13 +42,29 @@ _TOP_FIELDS = ("doc_id", "title", "text", "chunk.", "latent.", "metadata.", "sou
 
 
 class Retrieval(BaseModel):
-    """What one retrieval returned, and how (the rewriter's explanation when it ran)."""
+    """What one search returned, and how. `latentsearch search --json` and `/search` print exactly this."""
 
     query: str
-    hits: list[Hit]
-    explanation: dict[str, Any] | None = Field(None, description="The rewriter's Explanation (model_dump)")
-    rewriter: bool = Field(description="Whether the query rewriter (latent filters) produced the hits")
+    index: str
+    mode: SearchMode
+    total: int | None = Field(None, description="Matching chunks before collapsing (at the chosen level)")
     took_ms: float
+    hits: list[Hit]
+    dsl: dict[str, Any] | None = Field(None, description="The request body sent (include_dsl)")
+    rewritten: bool = Field(False, description="Whether the query rewriter (latent filters) built the query")
+    explanation: dict[str, Any] | None = Field(None, description="The rewriter's account: entities, levels, "
+                                                                 "chosen minimum_should_match and why")
+
+    @classmethod
+    def from_plain(cls, result: SearchResult) -> Retrieval:
+        return cls(**result.model_dump(), rewritten=False)
+
+    @classmethod
+    def from_rewritten(cls, found: RewrittenSearch) -> Retrieval:
+        explanation = found.explanation.model_dump(mode="json")
+        explanation.pop("dsl", None)  # the body is `dsl` (with include_dsl), not part of the account
+        return cls(query=found.query, index=found.index, mode=found.mode, total=found.total,  # type: ignore[arg-type]
+                   took_ms=found.took_ms, hits=found.hits, dsl=found.dsl, rewritten=True, explanation=explanation)
 
 
 def user_filter(spec: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -60,92 +89,110 @@ def user_filter(spec: dict[str, Any] | None) -> dict[str, Any] | None:
     return clauses[0] if len(clauses) == 1 else dsl.bool_query(filter=clauses)
 
 
-def rewriter_available() -> bool:
-    try:
-        import latentsearch.query.rewriter  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def question_store(settings: Settings) -> ContentCache | None:
+    """The content cache ingest uses, so a question's extracted entities are computed once per machine."""
+    return ContentCache(settings.cache_dir / "processors.sqlite") if settings.ingest.cache else None
 
 
-def make_rewriter(backend: SearchBackend, index: str, embedder: Any, extractor: Any = None) -> Any:
-    """The QueryRewriter for an index (extractor None: no latent filtering, plain dense/hybrid search)."""
-    from latentsearch.query.rewriter import QueryRewriter
+class Retriever:
+    """Searches one index, choosing plain search or the rewriter by one rule (see the module doc).
 
-    return QueryRewriter(backend, index, embedder, extractor=extractor)
+    `extractor` is a loaded extractor, or None with `load_extractor` a callable that loads it the first
+    time the index holds latent values (so an index without them never loads the LLM). Without
+    either, questions are never rewritten."""
+
+    def __init__(self, backend: SearchBackend, index: str, embedder: Any, *, extractor: Any = None,
+                 load_extractor: Callable[[], Any] | None = None, store: Any = None, async_backend: Any = None):
+        self.backend, self.index, self.embedder = backend, index, embedder
+        self.async_backend = async_backend
+        self._extractor, self._load_extractor, self._store = extractor, load_extractor, store
+        self._schema: EntitySchema | None = None
+        self._rewriter: QueryRewriter | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, index: str | None = None, backend: SearchBackend | None = None,
+                      embedder: Any = None, extractor: Any = None, latent: bool = True,
+                      async_backend: Any = None) -> Retriever:
+        """The retriever every entry point builds: configured backend and models, the persistent question
+        cache, and (with `latent`) the LentEx extractor, loaded only when the index holds latent values."""
+        from latentsearch.backends import open_backend
+        from latentsearch.models.factory import embedder_from_settings, extractor_from_settings
+
+        backend = backend or open_backend(settings.backend)
+        embedder = embedder if embedder is not None else embedder_from_settings(settings.models)
+        loader = (lambda: extractor_from_settings(settings.models)) if latent and extractor is None else None
+        return cls(backend, index or settings.index, embedder, extractor=extractor if latent else None,
+                   load_extractor=loader, store=question_store(settings), async_backend=async_backend)
+
+    # -- the decision -----------------------------------------------------------------------
+    @property
+    def schema(self) -> EntitySchema:
+        if self._schema is None:
+            found = (schema_from_mapping(self.backend.get_mapping(self.index))
+                     if self.backend.index_exists(self.index) else None)
+            self._schema = found or EntitySchema()
+        return self._schema
+
+    def uses_rewriter(self, *, mode: str, strictness: Strictness = "auto", collapse: bool = True,
+                      rewrite: bool = True) -> bool:
+        """The rule: see the module docstring."""
+        can_extract = self._extractor is not None or self._load_extractor is not None
+        return (rewrite and mode != "bm25" and collapse and str(strictness).strip().lower() != "none"
+                and can_extract and bool(self.schema.latent_types))
+
+    def rewriter(self) -> QueryRewriter:
+        """The index's rewriter, built once; the extractor is attached when the index holds latent values."""
+        if self._rewriter is None:
+            rw = QueryRewriter(self.backend, self.index, self.embedder, None, schema=self.schema, store=self._store)
+            rw.vocabulary.load(self.schema.type_names)
+            if any(rw.vocabulary.values(t) for t in self.schema.type_names):  # else no LLM to load
+                rw.extractor = self._extractor if self._extractor is not None else self._load_extractor()  # type: ignore[misc]
+            self._rewriter = rw
+        return self._rewriter
+
+    # -- search -----------------------------------------------------------------------------
+    def search(self, text: str, *, k: int = 10, mode: SearchMode = "dense", strictness: Strictness = "auto",
+               min_hits: int | None = None, fusion: str | None = None, filter: dict[str, Any] | None = None,
+               collapse: bool = True, include_dsl: bool = False, rewrite: bool = True) -> Retrieval:
+        """Top-k hits (one per document with `collapse`); `filter` is a user clause or shorthand (`user_filter`)."""
+        clause = user_filter(filter)
+        if self.uses_rewriter(mode=mode, strictness=strictness, collapse=collapse, rewrite=rewrite):
+            found = self.rewriter().search(text, **_rewrite_options(k, mode, strictness, min_hits, fusion, clause,
+                                                                    include_dsl))
+            return Retrieval.from_rewritten(found)
+        embedder = None if mode == "bm25" else self.embedder
+        return Retrieval.from_plain(plain_search(text, backend=self.backend, index=self.index, embedder=embedder,
+                                                 k=k, mode=mode, filter=clause, collapse=collapse,
+                                                 include_dsl=include_dsl))
+
+    async def asearch(self, text: str, *, k: int = 10, mode: SearchMode = "dense", strictness: Strictness = "auto",
+                      min_hits: int | None = None, fusion: str | None = None, filter: dict[str, Any] | None = None,
+                      collapse: bool = True, include_dsl: bool = False, rewrite: bool = True) -> Retrieval:
+        """`search` without blocking the event loop: plain search on an async backend (OpenSearch) embeds in a
+        worker thread and awaits the request; everything else runs `search` in a thread."""
+        plain = not await asyncio.to_thread(self.uses_rewriter, mode=mode, strictness=strictness, collapse=collapse,
+                                            rewrite=rewrite)
+        if self.async_backend is not None and plain:
+            if not text.strip():
+                raise ValueError("the query text is empty")
+            started = time.perf_counter()
+            vector = None if mode == "bm25" else (await asyncio.to_thread(self.embedder.encode, [text]))[0].tolist()
+            body = build_body(text, mode=mode, k=k, vector=vector, filter=user_filter(filter), collapse=collapse)
+            response = await self.async_backend.search(self.index, body)
+            return Retrieval(query=text, index=self.index, mode=mode, total=int(response["hits"]["total"]["value"]),
+                             took_ms=round((time.perf_counter() - started) * 1000, 2), hits=parse_hits(response),
+                             dsl=body if include_dsl else None)
+        return await asyncio.to_thread(self.search, text, k=k, mode=mode, strictness=strictness, min_hits=min_hits,
+                                       fusion=fusion, filter=filter, collapse=collapse, include_dsl=include_dsl,
+                                       rewrite=rewrite)
 
 
-def _rewrite_options(k: int, search_type: str, strictness: Strictness, min_hits: int | None,
-                     clause: dict[str, Any] | None) -> dict[str, Any]:
-    opts: dict[str, Any] = {"k": k, "mode": search_type, "strictness": strictness, "filter": clause}
+def _rewrite_options(k: int, mode: str, strictness: Strictness, min_hits: int | None, fusion: str | None,
+                     clause: dict[str, Any] | None, include_dsl: bool) -> dict[str, Any]:
+    opts: dict[str, Any] = {"k": k, "mode": mode, "strictness": strictness, "filter": clause,
+                            "include_dsl": include_dsl}
     if min_hits is not None:
         opts["min_hits"] = min_hits
+    if fusion is not None:
+        opts["fusion"] = fusion
     return opts
-
-
-def _from_rewritten(text: str, result: Any) -> Retrieval:
-    explanation = getattr(result, "explanation", None)
-    if explanation is not None and hasattr(explanation, "model_dump"):
-        explanation = explanation.model_dump(mode="json")
-    return Retrieval(query=text, hits=list(result.hits), explanation=explanation, rewriter=True,
-                     took_ms=float(getattr(result, "took_ms", 0.0)))
-
-
-def retrieve(
-    text: str,
-    *,
-    backend: SearchBackend,
-    index: str,
-    embedder: Any,
-    rewriter: Any | None = None,
-    k: int = 10,
-    search_type: SearchType = "dense",
-    strictness: Strictness = "auto",
-    min_hits: int | None = None,
-    filter: dict[str, Any] | None = None,
-) -> Retrieval:
-    """Top-k chunks (one per document) for `text`; `filter` is a user clause or shorthand (see `user_filter`)."""
-    clause = user_filter(filter)
-    if rewriter is not None:
-        result = rewriter.search(text, **_rewrite_options(k, search_type, strictness, min_hits, clause))
-        return _from_rewritten(text, result)
-    res = plain_search(text, backend=backend, index=index, embedder=embedder, k=k, mode=search_type, filter=clause)
-    return Retrieval(query=text, hits=res.hits, explanation=None, rewriter=False, took_ms=res.took_ms)
-
-
-async def aretrieve(
-    text: str,
-    *,
-    backend: SearchBackend,
-    index: str,
-    embedder: Any,
-    rewriter: Any | None = None,
-    async_backend: Any | None = None,
-    k: int = 10,
-    search_type: SearchType = "dense",
-    strictness: Strictness = "auto",
-    min_hits: int | None = None,
-    filter: dict[str, Any] | None = None,
-) -> Retrieval:
-    """`retrieve` without blocking the event loop. With an async backend (OpenSearch) and no latent
-    filtering, the query is embedded in a worker thread and the request awaited on the async client;
-    with latent filtering the rewriter's `asearch` runs; otherwise the sync path runs in a thread
-    (embedded engine, Elasticsearch)."""
-    clause = user_filter(filter)
-    plain = rewriter is None or getattr(rewriter, "extractor", True) is None  # no latent filter: search is enough
-    if async_backend is not None and plain:
-        if not text.strip():
-            raise ValueError("the query text is empty")
-        started = time.perf_counter()
-        vector = (await asyncio.to_thread(embedder.encode, [text]))[0].tolist()
-        body = build_body(text, mode=search_type, k=k, vector=vector, filter=clause)
-        response = await async_backend.search(index, body)
-        return Retrieval(query=text, hits=parse_hits(response), explanation=None, rewriter=False,
-                         took_ms=round((time.perf_counter() - started) * 1000, 2))
-    if rewriter is not None and hasattr(rewriter, "asearch"):
-        result = await rewriter.asearch(text, **_rewrite_options(k, search_type, strictness, min_hits, clause))
-        return _from_rewritten(text, result)
-    return await asyncio.to_thread(
-        retrieve, text, backend=backend, index=index, embedder=embedder, rewriter=rewriter, k=k,
-        search_type=search_type, strictness=strictness, min_hits=min_hits, filter=filter,
-    )

@@ -28,14 +28,14 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
-from latentsearch.ingest.processors import content_hash
-from latentsearch.mappings import schema_from_mapping
-from latentsearch.query import dsl
-from latentsearch.query.search import Hit, build_body, parse_hits
 from pydantic import BaseModel, Field, field_validator
 
+from latentsearch import dsl
 from latentsearch.backends import SearchBackend
+from latentsearch.cache import content_hash
 from latentsearch.config import EntitySchema
+from latentsearch.mappings import schema_from_mapping
+from latentsearch.query.search import Hit, build_body, parse_hits
 
 Strictness = Literal["auto", "strict", "loose", "none"] | int | str
 LATENT_PREFIX = "latent."

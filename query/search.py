@@ -9,11 +9,11 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from latentsearch.models.embedder import Embedder
-from latentsearch.query import dsl
 from pydantic import BaseModel, Field
 
+from latentsearch import dsl
 from latentsearch.backends import SearchBackend
+from latentsearch.models.embedder import Embedder
 
 SearchMode = Literal["dense", "bm25", "hybrid"]
 TEXT_FIELDS = ("title^2", "text")

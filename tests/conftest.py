@@ -27,13 +27,13 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture(scope="session")
 def embedder():
-    from latentsearch.models.embedder import get_embedder
+    from latentsearch.models.factory import get_embedder
 
     return get_embedder()
 
 
 @pytest.fixture(scope="session")
 def scifact_sample() -> Path:
-    from latentsearch.demo import SAMPLE_CORPUS
+    from latentsearch.samples import SAMPLE_CORPUS
 
     return SAMPLE_CORPUS

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from latentsearch.cli import app
-from latentsearch.demo import SAMPLE_CORPUS
+from latentsearch.samples import SAMPLE_CORPUS
 
 runner = CliRunner()
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from latentsearch.mappings.ml_commons import DEFAULT_SERVER_URL
 
 REPO = Path(__file__).resolve().parents[1]

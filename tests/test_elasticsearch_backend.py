@@ -15,14 +15,14 @@ import copy
 
 import numpy as np
 import pytest
-from latentsearch.mappings.builder import opensearch_index_body
-from latentsearch.query import dsl
 
+from latentsearch import dsl
 from latentsearch.backends import es_dialect, open_backend
 from latentsearch.backends.base import BackendError, BulkAction, IndexNotFoundError, TransientBackendError
 from latentsearch.backends.elasticsearch import ElasticsearchBackend, client_kwargs
 from latentsearch.backends.es_dialect import DialectError, QueryTranslator, translate_search_body
 from latentsearch.config import AuthConfig, BackendConfig, EntitySchema, TLSConfig, VectorIndexConfig
+from latentsearch.mappings.builder import opensearch_index_body
 from tests.oracles.http_fakes import (
     FakeElasticsearch,
     FaultInjectingProxy,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from latentsearch.query import dsl
 
+from latentsearch import dsl
 from latentsearch.backends.base import BackendError, BulkAction, IndexNotFoundError, UnsupportedQueryError
 from latentsearch.backends.embedded import EmbeddedBackend
 

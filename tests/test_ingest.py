@@ -8,15 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from latentsearch.ingest.bulk import BulkWriter, DeadLetter
-from latentsearch.ingest.chunking import TokenChunker, default_chunk_tokens
-from latentsearch.ingest.pipeline import IndexMismatchError, ingest
-from latentsearch.ingest.processors import ContentCache, EmbeddingProcessor
-from latentsearch.ingest.records import Chunk, SourceRecord
 
 from latentsearch.backends.base import BulkAction, BulkItemResult, TransientBackendError
 from latentsearch.backends.embedded import EmbeddedBackend
+from latentsearch.cache import ContentCache
 from latentsearch.config import load_settings
+from latentsearch.ingest.bulk import BulkWriter, DeadLetter
+from latentsearch.ingest.chunking import TokenChunker, default_chunk_tokens
+from latentsearch.ingest.pipeline import IndexMismatchError, ingest
+from latentsearch.ingest.processors import EmbeddingProcessor
+from latentsearch.ingest.records import Chunk, SourceRecord
 
 
 def _write_jsonl(path: Path, lines: list[bytes]) -> Path:

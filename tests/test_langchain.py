@@ -20,6 +20,12 @@ pytest.importorskip("langchain_core")
 
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.documents import Document
+
+from latentsearch import load_settings
+from latentsearch.backends import BulkAction, open_backend
+from latentsearch.backends.embedded import EmbeddedBackend
+from latentsearch.backends.opensearch_async import AsyncOpenSearchBackend
+from latentsearch.config import BackendConfig
 from latentsearch.query.langchain import (
     LangChainEmbedder,
     LatentSearchEmbeddings,
@@ -27,12 +33,6 @@ from latentsearch.query.langchain import (
     LatentSearchVectorStore,
 )
 from latentsearch.query.retrieval import user_filter
-
-from latentsearch import load_settings
-from latentsearch.backends import BulkAction, open_backend
-from latentsearch.backends.embedded import EmbeddedBackend
-from latentsearch.backends.opensearch_async import AsyncOpenSearchBackend
-from latentsearch.config import BackendConfig
 from tests.oracles.http_fakes import FakeElasticsearch, LoopbackServer, Recorded
 
 INDEX = "scifact-lc"

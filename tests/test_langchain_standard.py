@@ -14,10 +14,10 @@ pytest.importorskip("langchain_tests")
 
 from langchain_core.vectorstores import VectorStore
 from langchain_tests.integration_tests import RetrieversIntegrationTests, VectorStoreIntegrationTests
-from latentsearch.query.langchain import LatentSearchRetriever, LatentSearchVectorStore
 
 from latentsearch import load_settings
 from latentsearch.backends import open_backend
+from latentsearch.query.langchain import LatentSearchRetriever, LatentSearchVectorStore
 
 RETRIEVER_INDEX = "scifact-lc-standard"
 _SHARED: dict[str, Any] = {}

@@ -10,8 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-from latentsearch.models import lentex_data as ld
-from latentsearch.models.extractor import INSTRUCTIONS, get_extractor, normalize_answer, user_message
+
+from latentsearch.lab import lentex_data as ld
+from latentsearch.models.extractor import INSTRUCTIONS, normalize_answer, user_message
+from latentsearch.models.factory import get_extractor
 
 
 def test_five_paraphrased_instructions() -> None:
@@ -153,7 +155,7 @@ def test_openai_teacher_over_real_http() -> None:
 
 
 def test_nearest_label_baseline(embedder) -> None:
-    from latentsearch.models.eval_extraction import nearest_label_baseline
+    from latentsearch.lab.eval_extraction import nearest_label_baseline
 
     train = _examples("m", [("guitars and drums roaring", "rock"), ("a saxophone improvising", "jazz")])
     predict = nearest_label_baseline(train, lambda texts: embedder.encode(list(texts)))
@@ -181,10 +183,9 @@ def test_extractor_options_are_constrained(base_extractor) -> None:
 
 
 def test_latent_processor_fills_the_index(home: Path, scifact_sample: Path) -> None:
-    from latentsearch.ingest.pipeline import ingest
-
     from latentsearch.backends.embedded import EmbeddedBackend
     from latentsearch.config import load_settings
+    from latentsearch.ingest.pipeline import ingest
 
     corpus = home.parent / "c.jsonl"
     corpus.write_bytes(b"\n".join(scifact_sample.read_bytes().splitlines()[:3]) + b"\n")
@@ -202,7 +203,7 @@ def test_latent_processor_fills_the_index(home: Path, scifact_sample: Path) -> N
 
 
 def test_eval_extraction_nearest_label_on_the_shipped_splits() -> None:
-    from latentsearch.models.eval_extraction import evaluate, table
+    from latentsearch.lab.eval_extraction import evaluate, table
 
     report = evaluate(methods=["nearest-label"], similarity_model="all-MiniLM-L6-v2", limit=20)
     assert {(r.method, r.split, r.n) for r in report.rows} == {("nearest-label", "test_seen", 20),
@@ -212,7 +213,7 @@ def test_eval_extraction_nearest_label_on_the_shipped_splits() -> None:
 
 
 def test_clustering_pieces_on_real_newsgroups() -> None:
-    from latentsearch.models.eval_clustering import read_labeled, stratified_sample, v_measure
+    from latentsearch.lab.eval_clustering import read_labeled, stratified_sample, v_measure
 
     path = Path(__file__).resolve().parents[2] / "shared" / "data" / "20newsgroups" / "20newsgroups_19997.jsonl.gz"
     if not path.is_file():

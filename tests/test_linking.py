@@ -8,9 +8,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
 from latentsearch.models.kb import KBEntity, KnowledgeBase, kb_from_values, load_kb, normalise_alias
 from latentsearch.models.spans import Span
-from typer.testing import CliRunner
 
 runner = CliRunner()
 
@@ -74,11 +75,10 @@ def test_kb_from_values_merges_surface_variants_and_user_entities() -> None:
 
 
 def test_build_kb_from_an_ingested_index(home: Path) -> None:
-    from latentsearch.mappings.builder import opensearch_index_body
-    from latentsearch.models.kb import build_kb_from_index
-
     from latentsearch.backends import BulkAction, open_backend
     from latentsearch.config import EntitySchema, load_settings
+    from latentsearch.mappings.builder import opensearch_index_body
+    from latentsearch.models.kb import build_kb_from_index
 
     settings = load_settings(index="kbsrc")
     backend = open_backend(settings.backend)
@@ -150,11 +150,10 @@ def test_decision_rule_copies_unambiguous_and_calls_llm_only_for_homonyms(linker
 # --- ingest processor + query filter + CLI --------------------------------------------------------
 
 def test_links_processor_ingest_and_nested_filter(home: Path, kb_file: Path) -> None:
-    from latentsearch.ingest.pipeline import ingest
-    from latentsearch.query.links import links_boost, links_filter
-
     from latentsearch.backends import open_backend
     from latentsearch.config import load_settings
+    from latentsearch.ingest.pipeline import ingest
+    from latentsearch.query.links import links_boost, links_filter
 
     docs = [{"id": "fly", "text": "Our Lufthansa flight to Gardena was delayed again."},
             {"id": "dino", "text": "The kids loved the Tyrannosaurus skeleton at the museum."},
@@ -203,7 +202,7 @@ def test_cli_link_json_and_help(home: Path, kb_file: Path) -> None:
 # --- the WNUT-17 linking set ----------------------------------------------------------------------
 
 def test_linking_set_is_consistent() -> None:
-    from latentsearch.models.eval_linking import load_set
+    from latentsearch.lab.eval_linking import load_set
 
     kb, docs = load_set()
     mentions = [m for d in docs for m in d.mentions]
@@ -216,7 +215,7 @@ def test_linking_set_is_consistent() -> None:
 
 
 def test_eval_linking_small(home: Path) -> None:
-    from latentsearch.models.eval_linking import evaluate
+    from latentsearch.lab.eval_linking import evaluate
 
     report = evaluate(limit=6)
     for arm in (report.with_shortcut, report.without_shortcut):
@@ -228,7 +227,7 @@ def test_eval_linking_small(home: Path) -> None:
 
 @pytest.mark.slow
 def test_eval_linking_full_beats_trivial_baseline() -> None:
-    from latentsearch.models.eval_linking import evaluate
+    from latentsearch.lab.eval_linking import evaluate
 
     report = evaluate()
     assert report.with_shortcut.micro_f1 > max(report.first_candidate_f1, report.retriever_only_f1)

@@ -57,6 +57,7 @@ def test_conll_reader_rebuilds_typed_gold_spans() -> None:
 
 def test_encoder_stops_after_its_block_and_matches_a_full_forward(encoder) -> None:
     import torch
+
     from latentsearch.models.mention_encoder import decoder_layers
     from latentsearch.models.spans import Span
 
@@ -119,7 +120,7 @@ def test_head_outputs_normalised_500d_and_differs_from_raw(encoder) -> None:
 
 
 def test_synthetic_set_is_deterministic_and_fine_grained() -> None:
-    from latentsearch.models import typed_mentions as tm
+    from latentsearch.lab import typed_mentions as tm
 
     rows = tm.build()
     assert rows == tm.load()  # the committed JSONL is exactly what the builder makes
@@ -130,8 +131,8 @@ def test_synthetic_set_is_deterministic_and_fine_grained() -> None:
 
 
 def test_bm25_and_pair_auc() -> None:
-    from latentsearch.models.layer_sweep import pair_auc
-    from latentsearch.models.mention_head import bm25_scores
+    from latentsearch.lab.layer_sweep import pair_auc
+    from latentsearch.lab.train_mention_head import bm25_scores
 
     s = bm25_scores("football club", ["the football club won", "a club sandwich", "rain all day"])
     assert s[0] > s[1] > s[2] == 0
@@ -160,11 +161,10 @@ DOCS = [
 
 
 def test_processor_writes_nested_mentions_and_entities_finds_the_doc(home: Path) -> None:
-    from latentsearch.ingest.pipeline import ingest
-    from latentsearch.query.entities import search_entities
-
     from latentsearch.backends import open_backend
     from latentsearch.config import load_settings
+    from latentsearch.ingest.pipeline import ingest
+    from latentsearch.query.entities import search_entities
 
     corpus = home.parent / "docs.jsonl"
     corpus.write_text("".join(json.dumps(d) + "\n" for d in DOCS))
@@ -231,9 +231,8 @@ def test_entity_retrieval_eval_on_a_slice(home: Path) -> None:
 
 
 def test_entity_query_body_validates_against_the_opensearch_spec() -> None:
-    from latentsearch.query import dsl
+    from latentsearch import dsl
     from latentsearch.query.entities import mention_type_clause
-
     from tests.oracles.opensearch_spec import SpecNotFound, load_validator
 
     try:

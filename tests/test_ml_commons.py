@@ -23,10 +23,10 @@ from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
-from latentsearch.mappings.ml_commons import MLCommonsConfig, Step, plan, search_pipeline_body, trusted_endpoint_regex
 from typer.testing import CliRunner
 
 from latentsearch.config import EntitySchema
+from latentsearch.mappings.ml_commons import MLCommonsConfig, Step, plan, search_pipeline_body, trusted_endpoint_regex
 from tests.oracles.http_fakes import LoopbackServer, Recorded
 from tests.oracles.opensearch_spec import SpecNotFound, SpecValidator, load_validator
 
@@ -373,8 +373,9 @@ def test_setup_waits_for_registration_tasks() -> None:
     from latentsearch.mappings.ml_commons import apply
 
     with LoopbackServer(TaskOnlyMLCommons()) as server:
-        from latentsearch.mappings.ml_commons import opensearch_sender
         from opensearchpy import OpenSearch
+
+        from latentsearch.mappings.ml_commons import opensearch_sender
 
         client = OpenSearch(hosts=[server.url])
         ids = apply(plan(MLCommonsConfig(models=["embeddings"])), opensearch_sender(client), task_wait_s=0.01)

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from latentsearch.onnx_export.manifest import MANIFEST_NAME, fingerprint_files, load_manifest, weight_files
 from typer.testing import CliRunner
+
+from latentsearch.models.onnx_manifest import MANIFEST_NAME, fingerprint_files, load_manifest, weight_files
 
 SAMPLE = Path(__file__).resolve().parents[1] / "latentsearch" / "data" / "scifact-sample.jsonl"
 
@@ -45,7 +46,7 @@ def onnx_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_embedder_parity_with_pytorch(onnx_dir: Path, embedder) -> None:
-    from latentsearch.models.embedder import get_embedder
+    from latentsearch.models.factory import get_embedder
 
     onnx_embedder = get_embedder(str(onnx_dir))
     assert type(onnx_embedder).__name__ == "OnnxEmbedder"
@@ -87,11 +88,10 @@ def test_manifest_describes_the_graph(onnx_dir: Path, embedder) -> None:
 def test_onnx_embedder_drives_ingest_and_search(onnx_dir: Path, home: Path, embedder) -> None:
     """Config pointing at the export: ingest embeds with onnxruntime, the index records the source model
     (so the PyTorch embedder can query it), and a title query finds its own abstract."""
-    from latentsearch.ingest.pipeline import ingest
-    from latentsearch.query.search import search
-
     from latentsearch.backends import open_backend
     from latentsearch.config import load_settings
+    from latentsearch.ingest.pipeline import ingest
+    from latentsearch.query.search import search
 
     records = scifact_records(20)
     corpus = home.parent / "corpus.jsonl"
@@ -108,7 +108,7 @@ def test_onnx_embedder_drives_ingest_and_search(onnx_dir: Path, home: Path, embe
 
 
 def test_model_names_are_not_mistaken_for_exports(onnx_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from latentsearch.onnx_export.manifest import is_onnx_export
+    from latentsearch.models.onnx_manifest import is_onnx_export
 
     monkeypatch.chdir(onnx_dir)  # an export in the working directory ...
     assert not is_onnx_export("all-MiniLM-L6-v2")  # ... does not capture a packaged model's name
@@ -128,7 +128,8 @@ def test_missing_export_and_unknown_role_are_clear_errors(tmp_path: Path) -> Non
 
 def test_cuda_request_uses_cuda_only_when_onnxruntime_has_it() -> None:
     import onnxruntime as ort
-    from latentsearch.onnx_export.runtime import providers
+
+    from latentsearch.models.onnx_runtime import providers
 
     assert providers("cpu") == ["CPUExecutionProvider"]
     has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
@@ -163,7 +164,8 @@ def extractor_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 def test_extractor_parity_with_pytorch(extractor_export: Path) -> None:
     import torch
-    from latentsearch.models.extractor import get_extractor
+
+    from latentsearch.models.factory import get_extractor
 
     _, manifest = load_manifest(extractor_export)
     entry = manifest.model("extractor")
@@ -205,10 +207,11 @@ def mention_head_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     trained weights, so a seeded, untrained head of the real architecture stands in when the shipped one
     is absent; the shipped head, when present, is exported by the slow test."""
     import torch
+    from safetensors.torch import save_file
+
     from latentsearch.models.llm import load_llm
     from latentsearch.models.mention_encoder import site_dimension
     from latentsearch.models.mention_head import HeadConfig, build_head
-    from safetensors.torch import save_file
 
     lm = load_llm()
     cfg = HeadConfig(layer=3, site="v_proj", in_dim=site_dimension(lm.model.config, "v_proj"))
@@ -222,8 +225,8 @@ def mention_head_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _mention_parity(export_root: Path, head_dir: Path) -> None:
     from latentsearch.models.mention_head import MentionVectorizer
+    from latentsearch.models.onnx_runtime import OnnxMentionVectorizer
     from latentsearch.models.spans import get_span_detector
-    from latentsearch.onnx_export.runtime import OnnxMentionVectorizer
 
     texts = [r["text"] for r in scifact_records(6)]
     spans = get_span_detector("spacy").detect(texts)

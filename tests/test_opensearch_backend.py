@@ -15,13 +15,13 @@ import socket
 import sys
 
 import pytest
-from latentsearch.mappings.builder import opensearch_index_body
-from latentsearch.query import dsl
 
+from latentsearch import dsl
 from latentsearch.backends import open_backend
 from latentsearch.backends.base import BackendError, BulkAction, IndexNotFoundError, TransientBackendError
 from latentsearch.backends.opensearch import OpenSearchBackend, client_kwargs
 from latentsearch.config import AuthConfig, BackendConfig, EntitySchema, TLSConfig
+from latentsearch.mappings.builder import opensearch_index_body
 from tests.oracles.http_fakes import (
     FaultInjectingProxy,
     LoopbackServer,

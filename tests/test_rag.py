@@ -16,6 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
+
+from latentsearch import load_settings
+from latentsearch.backends import open_backend
+from latentsearch.cli import app
+from latentsearch.config import RagConfig
 from latentsearch.query.rag import (
     NOT_IN_CONTEXT,
     LocalLLM,
@@ -28,12 +34,6 @@ from latentsearch.query.rag import (
     marker_citations,
 )
 from latentsearch.query.search import search
-from typer.testing import CliRunner
-
-from latentsearch import load_settings
-from latentsearch.backends import open_backend
-from latentsearch.cli import app
-from latentsearch.config import RagConfig
 
 INDEX = "rag-sample"
 N_DOCS = 20
@@ -210,6 +210,7 @@ def test_ask_with_the_local_smollm2(rag_env, embedder) -> None:
 def test_rag_route_on_the_model_server(rag_home: Path) -> None:
     """POST /rag on the real app (embedder, rewriter and the batched SmolLM2 of the server)."""
     import httpx
+
     from latentsearch.onnx_export.serve import ServeConfig, create_app
 
     settings = load_settings(home=rag_home, index=INDEX, rag={"max_new_tokens": 12, "k": 2, "passage_chars": 300})
@@ -240,6 +241,7 @@ def test_rag_route_on_the_model_server(rag_home: Path) -> None:
         lc_openai = pytest.importorskip("langchain_openai")
         from langchain_core.output_parsers import StrOutputParser
         from langchain_core.runnables import RunnableLambda, RunnablePassthrough
+
         from latentsearch.query.langchain import LatentSearchRetriever
         from latentsearch.query.rag import passages_from_documents
 

@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from latentsearch.ingest.readers import (
     SUPPORTED_FORMATS,
     FieldMap,

@@ -8,6 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
+
+from latentsearch.backends import open_backend
+from latentsearch.config import Settings
 from latentsearch.query.rewriter import (
     EntityMapping,
     QueryRewriter,
@@ -17,9 +20,6 @@ from latentsearch.query.rewriter import (
     normalise,
 )
 from latentsearch.query.search import build_body
-
-from latentsearch.backends import open_backend
-from latentsearch.config import Settings
 
 N_DOCS = 12
 INDEX = "rw"
@@ -39,8 +39,7 @@ def spec():
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """An embedded index with latent `research_field` values read from titles (real extractor)."""
     from latentsearch.ingest.pipeline import ingest
-
-    from latentsearch.demo import SAMPLE_CORPUS
+    from latentsearch.samples import SAMPLE_CORPUS
 
     root = tmp_path_factory.mktemp("rewriter")
     mp = pytest.MonkeyPatch()
@@ -63,7 +62,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 @pytest.fixture(scope="module")
 def rewriter(corpus, embedder):
-    from latentsearch.models.extractor import get_extractor
+    from latentsearch.models.factory import get_extractor
 
     return QueryRewriter(corpus["backend"], INDEX, embedder, get_extractor())
 
@@ -153,7 +152,7 @@ def test_title_question_is_filtered_to_its_own_field(corpus, rewriter):
 
 def test_every_strictness_emits_spec_valid_msearch(corpus, embedder, spec):
     """The bodies the rewriter sends, captured from the real call, validate as an _msearch."""
-    from latentsearch.models.extractor import get_extractor
+    from latentsearch.models.factory import get_extractor
 
     sent: list = []
 
@@ -175,7 +174,7 @@ def test_every_strictness_emits_spec_valid_msearch(corpus, embedder, spec):
 
 
 def test_auto_runs_the_ladder_in_one_msearch(corpus, embedder):
-    from latentsearch.models.extractor import get_extractor
+    from latentsearch.models.factory import get_extractor
 
     counting = CountingBackend(corpus["backend"])
     rw = QueryRewriter(counting, INDEX, embedder, get_extractor())
@@ -243,8 +242,8 @@ def test_async_search_matches_sync(corpus, rewriter):
 def test_eval_retrieval_on_judged_slice(corpus, embedder, tmp_path: Path):
     """Queries = sample titles judged against their own document: every variant runs, metrics are
     real (dense must find most titles' own abstracts), TREC runs are written."""
-    from latentsearch.models.extractor import get_extractor
-    from latentsearch.query.eval_retrieval import evaluate_retrieval
+    from latentsearch.lab.eval_retrieval import evaluate_retrieval
+    from latentsearch.models.factory import get_extractor
 
     docs = corpus["docs"][:8]
     queries = tmp_path / "q.jsonl"

@@ -22,10 +22,10 @@ import pytest
 
 pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
-from latentsearch.onnx_export.serve import ServeConfig, create_app  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from latentsearch.config import load_settings  # noqa: E402
+from latentsearch.onnx_export.serve import ServeConfig, create_app  # noqa: E402
 
 KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -86,10 +86,11 @@ def mention_head(tmp_path_factory: pytest.TempPathFactory) -> Path:
     its wiring (spans, mid-layer V vectors, head, wire format) against the same head called directly,
     whether or not the trained head (`latentsearch train mention-head`) exists in this checkout."""
     import torch
+    from safetensors.torch import save_file
+
     from latentsearch.models.llm import load_llm
     from latentsearch.models.mention_encoder import site_dimension
     from latentsearch.models.mention_head import HeadConfig, build_head
-    from safetensors.torch import save_file
 
     folder = tmp_path_factory.mktemp("mention-head")
     llm_config = load_llm().model.config
@@ -277,6 +278,7 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_vector(server: Li
 
 def _direct_greedy(question: str, max_new_tokens: int) -> str:
     import torch
+
     from latentsearch.models.llm import load_llm
 
     lm = load_llm()
@@ -353,7 +355,7 @@ def test_langchain_clients(server: LiveServer, embedder) -> None:
 
 
 def test_extract_matches_the_extractor(client: httpx.Client) -> None:
-    from latentsearch.models.extractor import get_extractor
+    from latentsearch.models.factory import get_extractor
 
     texts = ["The striker curled the ball into the top corner in stoppage time.",
              "Patients received 100 mg aspirin daily and were followed for five years."]
@@ -406,9 +408,8 @@ def test_mentions_without_a_head_is_503(corpus_settings, tmp_path: Path) -> None
 
 
 def test_search_matches_the_library_search(client: httpx.Client, corpus_settings, embedder) -> None:
-    from latentsearch.query.search import search
-
     from latentsearch.backends import open_backend
+    from latentsearch.query.search import search
 
     question = "myelodysplastic syndromes and suppressor cells"
     r = client.post("/search", json={"query": question, "k": 5, "rewrite": False})

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 import yaml
-from latentsearch.mappings import opensearch_index_body
-from latentsearch.query import dsl
 
+from latentsearch import dsl
 from latentsearch.config import EntitySchema, VectorIndexConfig
+from latentsearch.mappings import opensearch_index_body
 from tests.oracles.opensearch_spec import SpecNotFound, SpecValidator, find_spec_dir, load_validator
 
 VEC = [0.25, -0.5, 0.125, 1.0]

@@ -8,7 +8,7 @@ and `/metrics`. Concurrent requests to one model are merged into one batched cal
     app = create_app(ServeConfig(api_key="secret"))
 """
 
-from latentsearch.onnx_export.serve.app import EXTRA_ROUTERS, create_app, run
+from latentsearch.onnx_export.serve.app import ROUTERS, create_app, run
 from latentsearch.onnx_export.serve.settings import ServeConfig
 
-__all__ = ["EXTRA_ROUTERS", "ServeConfig", "create_app", "run"]
+__all__ = ["ROUTERS", "ServeConfig", "create_app", "run"]

@@ -1,46 +1,36 @@
 """The FastAPI app factory and the uvicorn runner behind `latentsearch serve`.
 
-Other components add routes without touching this file's logic: list their router as
-"module:attribute" in `EXTRA_ROUTERS` (imported when the app is built), or pass routers to
-`create_app(extra_routers=...)`. A router reaches models and the backend through
-`Depends(get_services)` (services.py) and protects itself with `Depends(require_api_key)`.
+Every route lives in one router module beside this file and is listed in `ROUTERS`; embedders of
+the app can add their own with `create_app(extra_routers=...)`. A router reaches models and the
+backend through `Depends(get_services)` (services.py) and protects itself with
+`Depends(require_api_key)`.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
-from latentsearch.onnx_export.serve import jsonlog
+
+from latentsearch import __version__
+from latentsearch.onnx_export.serve import jsonlog, latent_api, openai_api, ops_api, rag_api, search_api
 from latentsearch.onnx_export.serve.errors import install_handlers
 from latentsearch.onnx_export.serve.metrics import Metrics
 from latentsearch.onnx_export.serve.middleware import AccessLog, BodySizeLimit
 from latentsearch.onnx_export.serve.services import Services
 from latentsearch.onnx_export.serve.settings import ServeConfig
 
-from latentsearch import __version__
-
 log = logging.getLogger("latentsearch.serve")
 
-BUILTIN_ROUTERS = (
-    "latentsearch.onnx_export.serve.openai_api:router",
-    "latentsearch.onnx_export.serve.latent_api:router",
-    "latentsearch.onnx_export.serve.search_api:router",
-    "latentsearch.onnx_export.serve.ops_api:router",
+ROUTERS: tuple[APIRouter, ...] = (
+    openai_api.router,  # /v1/embeddings, /v1/chat/completions, /v1/models
+    latent_api.router,  # /extract, /mentions
+    search_api.router,  # /search
+    ops_api.router,  # /healthz, /metrics
+    rag_api.router,  # /rag
 )
-# Routers contributed by other components, e.g. "latentsearch.query.rag_api:router" for POST /rag.
-EXTRA_ROUTERS: list[str] = ["latentsearch.query.rag_api:router"]  # POST /rag (issue 7)
-
-
-def load_router(spec: str) -> APIRouter:
-    module, _, attr = spec.partition(":")
-    router = getattr(importlib.import_module(module), attr or "router")
-    if not isinstance(router, APIRouter):
-        raise TypeError(f"{spec} is not a fastapi.APIRouter")
-    return router
 
 
 def create_app(config: ServeConfig | None = None, extra_routers: Sequence[APIRouter] = ()) -> FastAPI:
@@ -72,9 +62,7 @@ def create_app(config: ServeConfig | None = None, extra_routers: Sequence[APIRou
     )
     app.state.services = services
     install_handlers(app)
-    for spec in (*BUILTIN_ROUTERS, *EXTRA_ROUTERS):
-        app.include_router(load_router(spec))
-    for router in extra_routers:
+    for router in (*ROUTERS, *extra_routers):
         app.include_router(router)
     app.openapi = _limits_documented(app, config)  # type: ignore[method-assign]
     app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)

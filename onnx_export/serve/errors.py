@@ -11,19 +11,22 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from latentsearch.models.registry import ModelNotFoundError
-from latentsearch.onnx_export.serve.batching import BatcherClosedError
-from latentsearch.onnx_export.serve.schemas import ErrorResponse
-from latentsearch.onnx_export.serve.services import FeatureUnavailableError
 from starlette.exceptions import HTTPException  # FastAPI's subclasses it; routing 404/405 raise this one
 
 from latentsearch.backends.base import BackendError
+from latentsearch.models.registry import ModelNotFoundError
+from latentsearch.onnx_export.serve.batching import BatcherClosedError
+from latentsearch.onnx_export.serve.schemas import ErrorResponse
 
 log = logging.getLogger("latentsearch.serve")
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found", 405: "invalid_request_error",
           413: "request_too_large", 422: "invalid_request_error", 502: "backend_error",
           503: "service_unavailable"}
+
+
+class FeatureUnavailableError(RuntimeError):
+    """A route whose model is not installed or not built yet (answered with 503 and this message)."""
 
 
 class ApiError(HTTPException):

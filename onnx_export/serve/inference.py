@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from latentsearch.models.embedder import Embedder
 from latentsearch.models.llm import LoadedLM
 

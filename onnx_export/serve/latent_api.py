@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 from fastapi import APIRouter, Depends
+
 from latentsearch.onnx_export.serve import inference
 from latentsearch.onnx_export.serve.errors import AUTH_ERRORS, BODY_ERRORS, MODEL_ERRORS, ApiError
 from latentsearch.onnx_export.serve.schemas import (

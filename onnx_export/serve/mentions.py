@@ -11,9 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from latentsearch.onnx_export.serve.services import FeatureUnavailableError
-
 from latentsearch.config import Settings
+from latentsearch.onnx_export.serve.errors import FeatureUnavailableError
 
 
 class MentionModel:

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 import numpy as np
 from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
+
 from latentsearch.onnx_export.serve.errors import AUTH_ERRORS, BODY_ERRORS, MODEL_ERRORS, ApiError
 from latentsearch.onnx_export.serve.schemas import (
     AssistantMessage,

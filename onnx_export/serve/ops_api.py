@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Response
+
+from latentsearch import __version__
 from latentsearch.models.registry import loaded_models
 from latentsearch.onnx_export.serve.errors import AUTH_ERRORS
 from latentsearch.onnx_export.serve.schemas import Health
 from latentsearch.onnx_export.serve.security import require_api_key
 from latentsearch.onnx_export.serve.services import Services, get_services
-
-from latentsearch import __version__
 
 router = APIRouter(tags=["operations"])
 

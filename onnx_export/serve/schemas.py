@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from latentsearch.query.search import Hit, SearchMode
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from latentsearch.query.retrieval import Retrieval
+from latentsearch.query.search import SearchMode
 
 Text = Annotated[str, Field(min_length=1, pattern=r"\S", description="Non-blank text")]
 
@@ -225,19 +227,8 @@ class SearchRequest(_Strict):
     include_dsl: bool = False
 
 
-class SearchResponse(BaseModel):
-    """Plain search: exactly `latentsearch search --json`'s SearchResult; rewritten: plus the explanation."""
-
-    query: str
-    index: str
-    mode: SearchMode
-    total: int | None = Field(None, description="Matching chunks before collapsing (plain search)")
-    took_ms: float
-    hits: list[Hit]
-    dsl: dict[str, Any] | None = Field(None, description="The request body sent (include_dsl)")
-    rewritten: bool = Field(False, description="Whether the query rewriter built the query")
-    explanation: dict[str, Any] | None = Field(None, description="The rewriter's account: entities, levels, "
-                                                                 "chosen minimum_should_match and why")
+class SearchResponse(Retrieval):
+    """Exactly `latentsearch search --json`: plain search, or the rewriter's hits with its explanation."""
 
 
 # ----- ops ------------------------------------------------------------------------------------

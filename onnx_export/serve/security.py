@@ -7,6 +7,7 @@ import secrets
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
 from latentsearch.onnx_export.serve.errors import ApiError
 
 bearer = HTTPBearer(auto_error=False, description="The server's --api-key as a bearer token")

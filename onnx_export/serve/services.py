@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Request
-from latentsearch.models.embedder import Embedder, get_embedder
+
+from latentsearch.models.embedder import Embedder
+from latentsearch.models.factory import get_embedder
 from latentsearch.models.llm import LoadedLM, load_llm
 from latentsearch.onnx_export.serve import inference
 from latentsearch.onnx_export.serve.batching import MicroBatcher
@@ -24,10 +26,6 @@ from latentsearch.onnx_export.serve.metrics import Metrics
 from latentsearch.onnx_export.serve.settings import ServeConfig
 
 log = logging.getLogger("latentsearch.serve")
-
-
-class FeatureUnavailableError(RuntimeError):
-    """A route whose model is not installed or not built yet (answered with 503 and this message)."""
 
 
 class Services:
@@ -53,7 +51,7 @@ class Services:
         self._backend: Any = None
         self._backend_lock = threading.Lock()
         self._embedded_lock = threading.Lock()
-        self._rewriters: dict[str, tuple[Any, threading.Lock]] = {}
+        self._retrievers: dict[str, tuple[Any, threading.Lock]] = {}
         self._device = m.device
 
     # ----- lifecycle -------------------------------------------------------------------------
@@ -80,7 +78,7 @@ class Services:
         return load_llm(self.settings.models.llm, self._device)
 
     def extractor(self) -> Any:
-        from latentsearch.models.extractor import get_extractor
+        from latentsearch.models.factory import get_extractor
 
         m = self.settings.models
         return get_extractor(m.llm, m.extractor_adapter, self._device)
@@ -141,17 +139,20 @@ class Services:
     def blocking_extractor(self, loop: asyncio.AbstractEventLoop) -> _BatchedExtractor:
         return _BatchedExtractor(self, loop)
 
-    def rewriter(self, index: str, loop: asyncio.AbstractEventLoop) -> tuple[Any, threading.Lock]:
-        """The query rewriter for `index` (built once: it reads the index's entity schema and values)
-        and the lock its calls hold (its caches are not thread-safe)."""
-        from latentsearch.query.rewriter import QueryRewriter
+    def retriever(self, index: str, loop: asyncio.AbstractEventLoop) -> tuple[Any, threading.Lock]:
+        """The index's Retriever (query/retrieval.py: the one search-or-rewriter decision), built once with the
+        server's batched embedder and extractor, and the lock its calls hold (the rewriter's caches are not
+        thread-safe)."""
+        from latentsearch.query.retrieval import Retriever, question_store
 
         with self._backend_lock:
-            found = self._rewriters.get(index)
+            found = self._retrievers.get(index)
         if found is None:
-            rewriter = QueryRewriter(self.backend(), index, self.blocking_embedder(loop), self.blocking_extractor(loop))
+            retriever = Retriever(self.backend(), index, self.blocking_embedder(loop),
+                                  load_extractor=lambda: self.blocking_extractor(loop),
+                                  store=question_store(self.settings))
             with self._backend_lock:
-                found = self._rewriters.setdefault(index, (rewriter, threading.Lock()))
+                found = self._retrievers.setdefault(index, (retriever, threading.Lock()))
         return found
 
     async def generate(self, messages: Sequence[dict[str, str]], *, max_tokens: int, temperature: float = 0.0,

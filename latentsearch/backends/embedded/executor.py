@@ -19,7 +19,7 @@ import numpy as np
 from latentsearch.backends.base import BackendError, UnsupportedQueryError
 from latentsearch.backends.embedded.layout import FieldSpec, MapperParsingError, parse_date
 from latentsearch.backends.embedded.snapshot import ListColumn, Snapshot, VectorColumn, analyze
-from latentsearch.query.dsl import resolve_msm
+from latentsearch.dsl import resolve_msm
 
 # (field path, query vector, candidate count wanted, ef_search) -> rows or None (no ANN index)
 AnnSearch = Callable[[str, np.ndarray, int, int | None], np.ndarray | None]

@@ -1,0 +1,50 @@
+"""The `latentsearch` command line: one module per command group, registered here, imported by nothing
+but the console script.
+
+    index.py   ingest, info, delete-index, mappings        ask.py     ask
+    search.py  search, entities                          serve.py   serve
+    deploy.py  export-onnx, opensearch-setup             demo.py    demo
+    kb.py      link, kb build                            train.py   train extractor | mention-head
+    eval.py    eval extraction | clustering | retrieval | rag | layer-sweep | entity-retrieval | linking
+    data.py    data lentex | beir-subset | typed-mentions | linking
+
+Shared options live once in options.py; printing and error translation in output.py.
+"""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+from latentsearch.cli import ask, data, demo, deploy, index, kb, search, serve, train
+from latentsearch.cli import eval as eval_group
+
+app = typer.Typer(
+    name="latentsearch",
+    help=(
+        "Retrieval that understands what a text implies. Ingest a corpus (chunks + dense vectors, "
+        "latent entities and mention vectors) into OpenSearch, Elasticsearch or the embedded "
+        "LanceDB engine, and search it.\n\n"
+        "Quick start:  latentsearch demo\n\n"
+        "Configuration: flags > LATENTSEARCH_* env (nested with __, e.g. LATENTSEARCH_BACKEND__URL) > "
+        "latentsearch.toml/.yaml (or $LATENTSEARCH_CONFIG) > defaults."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+for group in (index, search, ask, serve, deploy, demo, kb):
+    group.register(app)
+app.add_typer(train.app, name="train")
+app.add_typer(eval_group.app, name="eval")
+app.add_typer(data.app, name="data")
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app()
+
+
+if __name__ == "__main__":
+    main()
