@@ -4,8 +4,11 @@
 setup:
 	@scripts/setup.sh
 
+# Benchmark datasets beside the checkout, when present (the demo then ingests full SciFact).
+DATA_DIR ?= $(abspath ../shared/data)
+
 demo: setup
-	.venv/bin/latentsearch demo
+	$(if $(wildcard $(DATA_DIR)/scifact),LATENTSEARCH_DATA_DIR=$(DATA_DIR)) .venv/bin/latentsearch demo
 
 test: setup
 	.venv/bin/pytest

@@ -27,7 +27,7 @@ from latentsearch.backends import SearchBackend
 from latentsearch.cache import ContentCache
 from latentsearch.config import EntitySchema, Settings
 from latentsearch.mappings import schema_from_mapping
-from latentsearch.query.rewriter import QueryRewriter, RewrittenSearch
+from latentsearch.query.rewriter import QueryRewriter, RewriteOptions, RewrittenSearch
 from latentsearch.query.search import Hit, SearchMode, SearchResult, build_body, parse_hits
 from latentsearch.query.search import search as plain_search
 
@@ -155,6 +155,7 @@ class Retriever:
                min_hits: int | None = None, fusion: str | None = None, filter: dict[str, Any] | None = None,
                collapse: bool = True, include_dsl: bool = False, rewrite: bool = True) -> Retrieval:
         """Top-k hits (one per document with `collapse`); `filter` is a user clause or shorthand (`user_filter`)."""
+        strictness = RewriteOptions(strictness=strictness).strictness  # a bad value fails on every path
         clause = user_filter(filter)
         if self.uses_rewriter(mode=mode, strictness=strictness, collapse=collapse, rewrite=rewrite):
             found = self.rewriter().search(text, **_rewrite_options(k, mode, strictness, min_hits, fusion, clause,

@@ -11,8 +11,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-SCIFACT = SHARED / "data" / "scifact"
+DATA = REPO / "tests" / "data"  # small real slices, see tests/data/README.md
 
 
 @pytest.fixture()

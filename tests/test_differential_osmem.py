@@ -86,8 +86,6 @@ def _embedded_load(backend, index: str, body: dict[str, Any], docs: list[dict[st
 def embedded(tmp_path_factory):
     import latentsearch.backends.embedded as emb
 
-    if not hasattr(emb, "EmbeddedBackend"):
-        pytest.skip("latentsearch.backends.embedded.EmbeddedBackend is not written yet")
     backend = emb.EmbeddedBackend(tmp_path_factory.mktemp("embedded-diff") / "db")
     _embedded_load(backend, gen.INDEX, gen.INDEX_BODY, DOCS)
     _embedded_load(backend, hand.MSM_INDEX, hand.MSM_INDEX_BODY, hand.MSM_DOCS)

@@ -117,16 +117,12 @@ async def test_retriever_async_matches_sync_on_embedded(scifact_backend, embedde
     assert [len(d) for d in many] == [1, 2, 3]
 
 
-def test_retriever_hybrid_and_rewriter_explanation(scifact_backend, embedder) -> None:
+def test_retriever_hybrid_without_extractor_is_plain_search(scifact_backend, embedder) -> None:
     retriever = LatentSearchRetriever(backend=scifact_backend, index=INDEX, embedder=embedder, k=3,
                                       search_type="hybrid")
     docs = retriever.invoke(QUESTION)
     assert docs[0].metadata["doc_id"] == WHITE_MATTER_DOC
-    from latentsearch.query.retrieval import rewriter_available
-
-    if rewriter_available():  # the rewriter explains itself even when no latent entities were asked for
-        assert docs[0].metadata["explanation"]["reason"]
-        assert docs[0].metadata["explanation"]["chosen_msm"] is None
+    assert docs[0].metadata["explanation"] is None  # no extractor: the one decision picks plain search
 
 
 def _opensearch_over(engine: EmbeddedBackend):

@@ -27,10 +27,6 @@ from latentsearch.ingest.readers import (
 from latentsearch.ingest.records import Rejected, SourceRecord
 
 REPO = Path(__file__).resolve().parents[1]
-SCIFACT_CANDIDATES = [
-    REPO.parent / "shared" / "data" / "scifact" / "corpus.jsonl",
-    REPO / "shared" / "data" / "scifact" / "corpus.jsonl",
-]
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -491,9 +487,7 @@ def test_markdown_title_edge_cases() -> None:
 
 
 def test_scifact_slice(tmp_path: Path) -> None:
-    src = next((p for p in SCIFACT_CANDIDATES if p.is_file()), None)
-    if src is None:
-        pytest.skip("shared data absent: ../shared/data/scifact/corpus.jsonl not found next to the repo")
+    from latentsearch.samples import SAMPLE_CORPUS as src  # real SciFact abstracts shipped in the package
     with open(src, "rb") as f:
         head = b"".join(next(f) for _ in range(20))
     p = tmp_path / "corpus.jsonl"

@@ -426,14 +426,13 @@ def test_search_matches_the_library_search(client: httpx.Client, corpus_settings
     assert missing.status_code == 404 and "no-such-index" in missing.json()["error"]["message"]
 
 
-def test_search_goes_through_the_query_rewriter(client: httpx.Client, corpus_settings, embedder) -> None:
-    rewriter_mod = pytest.importorskip("latentsearch.query.rewriter")
-    from latentsearch.backends import open_backend
+def test_search_without_latent_types_is_the_plain_search(client: httpx.Client, corpus_settings, embedder) -> None:
+    from latentsearch.query.retrieval import Retriever
 
     question = "myelodysplastic syndromes and suppressor cells"
     body = client.post("/search", json={"query": question, "k": 5, "include_dsl": True}).json()
-    assert body["rewritten"] is True and body["explanation"]["reason"] and body["dsl"]
-    direct = rewriter_mod.QueryRewriter(open_backend(corpus_settings.backend), INDEX, embedder).search(question, k=5)
+    assert body["rewritten"] is False and body.get("explanation") is None and body["dsl"]  # no latent types: plain
+    direct = Retriever.from_settings(corpus_settings, embedder=embedder).search(question, k=5)
     assert [h["id"] for h in body["hits"]] == [h.id for h in direct.hits]
     bad = client.post("/search", json={"query": question, "strictness": "often"})
     assert bad.status_code == 422 and "strictness" in bad.json()["error"]["message"]

@@ -25,10 +25,9 @@ from latentsearch.backends.base import (
     BackendError,
     BulkAction,
     BulkItemResult,
-    IndexNotFoundError,
-    SearchBackend,
     TransientBackendError,
 )
+from latentsearch.backends.cluster import ClusterBackend, tls_kwargs
 from latentsearch.backends.opensearch import RETRY_ON_STATUS, bulk_operations, bulk_results, status_error
 from latentsearch.config import BackendConfig
 
@@ -59,20 +58,10 @@ def client_kwargs(config: BackendConfig) -> dict[str, Any]:
             "auth.kind=aws_sigv4 signs requests for Amazon OpenSearch Service, which is OpenSearch: "
             "use backend.kind=opensearch (Elasticsearch takes basic or api_key auth)"
         )
-    tls = config.tls
-    if config.url.lower().startswith("https://"):
-        kwargs["verify_certs"] = tls.verify
-        kwargs["ssl_show_warn"] = tls.verify
-        if tls.ca_certs:
-            kwargs["ca_certs"] = str(tls.ca_certs)
-        if tls.client_cert:
-            kwargs["client_cert"] = str(tls.client_cert)
-        if tls.client_key:
-            kwargs["client_key"] = str(tls.client_key)
-    return kwargs
+    return {**kwargs, **tls_kwargs(config)}
 
 
-class ElasticsearchBackend(SearchBackend):
+class ElasticsearchBackend(ClusterBackend):
     """OpenSearch DSL in, OpenSearch-shaped responses out, Elasticsearch underneath.
 
     `hybrid`: how a top-level `hybrid` query is expressed — `rrf` (rank fusion, ES ≥ 8.16) or
@@ -147,55 +136,16 @@ class ElasticsearchBackend(SearchBackend):
 
     # ------------------------------------------------------------ indices
 
-    def create_index(self, index: str, body: dict[str, Any], *, exist_ok: bool = False) -> bool:
-        if exist_ok and self.index_exists(index):
-            return False
+    def _create(self, index: str, body: dict[str, Any]) -> None:
         es_body = es_dialect.create_index_body(body)
         kwargs = {k: es_body[k] for k in ("settings", "mappings", "aliases") if es_body.get(k)}
-        try:
-            with self._errors("create index", index):
-                self.client.indices.create(index=index, **kwargs)
-        except BackendError as exc:
-            if exc.error_type == "resource_already_exists_exception":
-                if exist_ok:
-                    return False
-                raise BackendError(
-                    f"index `{index}` already exists; pass exist_ok=True to reuse it or delete it first",
-                    status=400,
-                    error_type="resource_already_exists_exception",
-                ) from exc
-            raise
+        self.client.indices.create(index=index, **kwargs)
+
+    def _forget(self, index: str) -> None:
         self._similarities.pop(index, None)
-        return True
-
-    def delete_index(self, index: str, *, missing_ok: bool = True) -> bool:
-        self._similarities.pop(index, None)
-        try:
-            with self._errors("delete index", index):
-                self.client.indices.delete(index=index)
-        except IndexNotFoundError:
-            if missing_ok:
-                return False
-            raise
-        return True
-
-    def index_exists(self, index: str) -> bool:
-        with self._errors("check index", index):
-            return bool(self.client.indices.exists(index=index))
-
-    def _es_mapping(self, index: str) -> dict[str, Any]:
-        with self._errors("get mapping", index):
-            response = self.client.indices.get_mapping(index=index).body
-        entry = response.get(index) or next(iter(response.values()), {})
-        return entry.get("mappings", {})
 
     def get_mapping(self, index: str) -> dict[str, Any]:
-        return es_dialect.from_elasticsearch_mappings(self._es_mapping(index))
-
-    def list_indices(self) -> list[str]:
-        with self._errors("list indices"):
-            rows = self.client.cat.indices(format="json", h="index").body
-        return sorted(r["index"] for r in rows if not r["index"].startswith("."))
+        return es_dialect.from_elasticsearch_mappings(self._stored_mapping(index))
 
     # ------------------------------------------------------------ documents
 
@@ -210,18 +160,6 @@ class ElasticsearchBackend(SearchBackend):
             response = self.client.bulk(index=index, operations=operations, **extra).body
         return bulk_results(actions, response)
 
-    def get(self, index: str, doc_id: str) -> dict[str, Any] | None:
-        try:
-            with self._errors("get document", index):
-                response = self.client.get(index=index, id=doc_id).body
-        except IndexNotFoundError:
-            raise
-        except BackendError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return response.get("_source") if response.get("found", True) else None
-
     def refresh(self, index: str) -> None:
         with self._errors("refresh", index):
             self.client.indices.refresh(index=index)
@@ -233,7 +171,7 @@ class ElasticsearchBackend(SearchBackend):
 
         def similarity_of(field: str) -> str | None:
             if index not in self._similarities:
-                self._similarities[index] = es_dialect.vector_similarities(self._es_mapping(index))
+                self._similarities[index] = es_dialect.vector_similarities(self._stored_mapping(index))
             return self._similarities[index].get(field)
 
         return es_dialect.QueryTranslator(

@@ -21,9 +21,9 @@ from latentsearch.backends.base import (
     BulkAction,
     BulkItemResult,
     IndexNotFoundError,
-    SearchBackend,
     TransientBackendError,
 )
+from latentsearch.backends.cluster import ClusterBackend, tls_kwargs
 from latentsearch.config import BackendConfig
 
 #: Statuses the client retries before giving up (500 is usually a real bug, so it is not retried).
@@ -73,18 +73,7 @@ def client_kwargs(config: BackendConfig) -> dict[str, Any]:
     elif auth.kind == "aws_sigv4":
         assert auth.aws_region
         kwargs["http_auth"] = aws_sigv4_auth(auth.aws_region, auth.aws_service)
-    tls = config.tls
-    if config.url.lower().startswith("https://"):
-        kwargs["verify_certs"] = tls.verify
-        # Whoever turned verification off did it on purpose: don't warn on every request.
-        kwargs["ssl_show_warn"] = tls.verify
-        if tls.ca_certs:
-            kwargs["ca_certs"] = str(tls.ca_certs)
-        if tls.client_cert:
-            kwargs["client_cert"] = str(tls.client_cert)
-        if tls.client_key:
-            kwargs["client_key"] = str(tls.client_key)
-    return kwargs
+    return {**kwargs, **tls_kwargs(config)}
 
 
 def error_reason(info: Any) -> tuple[str, str | None]:
@@ -194,7 +183,7 @@ def translate_errors(action: str, url: str, index: str | None = None) -> Iterato
         raise status_error(status, exc.info, action=action, index=index, url=url) from exc
 
 
-class OpenSearchBackend(SearchBackend):
+class OpenSearchBackend(ClusterBackend):
     """latentsearch's requests sent verbatim to an OpenSearch cluster."""
 
     kind = "opensearch"
@@ -218,49 +207,8 @@ class OpenSearchBackend(SearchBackend):
 
     # ------------------------------------------------------------ indices
 
-    def create_index(self, index: str, body: dict[str, Any], *, exist_ok: bool = False) -> bool:
-        if exist_ok and self.index_exists(index):
-            return False
-        try:
-            with self._errors("create index", index):
-                self.client.indices.create(index=index, body=body)
-        except BackendError as exc:
-            if exc.error_type == "resource_already_exists_exception":
-                if exist_ok:
-                    return False
-                raise BackendError(
-                    f"index `{index}` already exists; pass exist_ok=True to reuse it or delete it first",
-                    status=400,
-                    error_type="resource_already_exists_exception",
-                ) from exc
-            raise
-        return True
-
-    def delete_index(self, index: str, *, missing_ok: bool = True) -> bool:
-        try:
-            with self._errors("delete index", index):
-                self.client.indices.delete(index=index)
-        except IndexNotFoundError:
-            if missing_ok:
-                return False
-            raise
-        return True
-
-    def index_exists(self, index: str) -> bool:
-        with self._errors("check index", index):
-            return bool(self.client.indices.exists(index=index))
-
-    def get_mapping(self, index: str) -> dict[str, Any]:
-        with self._errors("get mapping", index):
-            response = self.client.indices.get_mapping(index=index)
-        # The key is the concrete index name (differs when `index` is an alias).
-        entry = response.get(index) or next(iter(response.values()), {})
-        return entry.get("mappings", {})
-
-    def list_indices(self) -> list[str]:
-        with self._errors("list indices"):
-            rows = self.client.cat.indices(format="json", h="index")
-        return sorted(r["index"] for r in rows if not r["index"].startswith("."))
+    def _create(self, index: str, body: dict[str, Any]) -> None:
+        self.client.indices.create(index=index, body=body)
 
     # ------------------------------------------------------------ documents
 
@@ -274,18 +222,6 @@ class OpenSearchBackend(SearchBackend):
         with self._errors("bulk", index):
             response = self.client.bulk(index=index, body=operations, params=params)
         return bulk_results(actions, response)
-
-    def get(self, index: str, doc_id: str) -> dict[str, Any] | None:
-        try:
-            with self._errors("get document", index):
-                response = self.client.get(index=index, id=doc_id)
-        except IndexNotFoundError:
-            raise
-        except BackendError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return response.get("_source") if response.get("found", True) else None
 
     def refresh(self, index: str) -> None:
         if self.serverless:

@@ -1,6 +1,6 @@
 """Conformance oracle 1: validate request bodies against the official OpenSearch OpenAPI spec.
 
-The spec (`../shared/opensearch-api-spec/spec/`, Apache-2.0) is a set of OpenAPI 3.1 YAML files:
+The spec (`tests/vendor/opensearch-api-spec/spec/`, Apache-2.0) is a set of OpenAPI 3.1 YAML files:
 `namespaces/*.yaml` hold the operations (tagged with `x-operation-group`) and their
 `components/requestBodies`; `schemas/*.yaml` hold component schemas. OpenAPI 3.1 schemas are JSON
 Schema 2020-12, so `jsonschema` validates them once every file is registered in a `referencing`
@@ -101,10 +101,10 @@ except AttributeError:  # pragma: no cover - pure-python PyYAML
 
 
 def find_spec_dir() -> Path | None:
-    """`<repo>/../shared/opensearch-api-spec` (or `$OPENSEARCH_API_SPEC`), None when absent."""
+    """`$OPENSEARCH_API_SPEC` when set, else the copy vendored in `tests/vendor/opensearch-api-spec`."""
     env = os.environ.get("OPENSEARCH_API_SPEC")
     candidates = [Path(env)] if env else []
-    candidates.append(Path(__file__).resolve().parents[2].parent / "shared" / "opensearch-api-spec")
+    candidates.append(Path(__file__).resolve().parents[1] / "vendor" / "opensearch-api-spec")
     for cand in candidates:
         if (cand / "spec" / "namespaces").is_dir():
             return cand
@@ -511,6 +511,6 @@ def load_validator(spec_dir: str | None = None, strict: bool = True, errata: boo
     found = Path(spec_dir) if spec_dir else find_spec_dir()
     if found is None:
         raise SpecNotFound(
-            "OpenSearch API spec not found at ../shared/opensearch-api-spec (set OPENSEARCH_API_SPEC)"
+            "OpenSearch API spec not found in tests/vendor/opensearch-api-spec (or $OPENSEARCH_API_SPEC)"
         )
     return SpecValidator(found, strict=strict, errata=errata)

@@ -84,6 +84,11 @@ class _Index:
         return {c for idx in self.main.list_indices() for c in idx.columns}
 
 
+#: Query-string parameters that change nothing on one local, single-shard index.
+NEUTRAL_SEARCH_PARAMS = frozenset({"allow_no_indices", "expand_wildcards", "ignore_unavailable", "preference",
+                                   "routing", "request_cache", "timeout"})
+
+
 class EmbeddedBackend(SearchBackend):
     """LanceDB-backed engine that speaks the OpenSearch DSL subset latentsearch emits."""
 
@@ -367,6 +372,12 @@ class EmbeddedBackend(SearchBackend):
         if params and params.get("search_pipeline"):
             raise UnsupportedQueryError(
                 "named search_pipeline", where="search params", hint="pass the pipeline inline as body.search_pipeline"
+            )
+        ignored = sorted(set(params or {}) - NEUTRAL_SEARCH_PARAMS)
+        if ignored:  # never answer as if a parameter that would change the result had been applied
+            raise UnsupportedQueryError(
+                ignored[0], where="search params",
+                hint=f"the embedded engine accepts only {', '.join(sorted(NEUTRAL_SEARCH_PARAMS))}",
             )
         idx = self._index(index)
         size = int(body.get("size", 10))
