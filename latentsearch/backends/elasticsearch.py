@@ -23,12 +23,10 @@ from elasticsearch import Elasticsearch
 from latentsearch.backends import es_dialect
 from latentsearch.backends.base import (
     BackendError,
-    BulkAction,
-    BulkItemResult,
     TransientBackendError,
 )
-from latentsearch.backends.cluster import ClusterBackend, tls_kwargs
-from latentsearch.backends.opensearch import RETRY_ON_STATUS, bulk_operations, bulk_results, status_error
+from latentsearch.backends.cluster import ClusterBackend, status_error, tls_kwargs
+from latentsearch.backends.opensearch import RETRY_ON_STATUS
 from latentsearch.config import BackendConfig
 
 # OpenSearch body keys whose elasticsearch-py keyword differs.
@@ -149,20 +147,8 @@ class ElasticsearchBackend(ClusterBackend):
 
     # ------------------------------------------------------------ documents
 
-    def bulk(
-        self, index: str, actions: Sequence[BulkAction], *, refresh: bool = False
-    ) -> list[BulkItemResult]:
-        if not actions:
-            return []
-        operations = bulk_operations(actions)
-        extra: dict[str, Any] = {"refresh": True} if refresh else {}
-        with self._errors("bulk", index):
-            response = self.client.bulk(index=index, operations=operations, **extra).body
-        return bulk_results(actions, response)
-
-    def refresh(self, index: str) -> None:
-        with self._errors("refresh", index):
-            self.client.indices.refresh(index=index)
+    def _send_bulk(self, index: str, operations: list[dict[str, Any]], refresh: bool) -> Any:
+        return self.client.bulk(index=index, operations=operations, **({"refresh": True} if refresh else {}))
 
     # ------------------------------------------------------------ search
 
@@ -247,6 +233,3 @@ class ElasticsearchBackend(ClusterBackend):
         with self._errors("count", index):
             response = self.client.count(index=index, **kwargs).body
         return int(response["count"])
-
-    def close(self) -> None:
-        self.client.close()

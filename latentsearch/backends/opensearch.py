@@ -18,12 +18,9 @@ from opensearchpy import exceptions as os_exc
 
 from latentsearch.backends.base import (
     BackendError,
-    BulkAction,
-    BulkItemResult,
-    IndexNotFoundError,
     TransientBackendError,
 )
-from latentsearch.backends.cluster import ClusterBackend, tls_kwargs
+from latentsearch.backends.cluster import ClusterBackend, msearch_results, status_error, tls_kwargs
 from latentsearch.config import BackendConfig
 
 #: Statuses the client retries before giving up (500 is usually a real bug, so it is not retried).
@@ -76,59 +73,8 @@ def client_kwargs(config: BackendConfig) -> dict[str, Any]:
     return {**kwargs, **tls_kwargs(config)}
 
 
-def error_reason(info: Any) -> tuple[str, str | None]:
-    """(human reason, error type) from an OpenSearch/Elasticsearch error body."""
-    if isinstance(info, dict):
-        err = info.get("error", info)
-        if isinstance(err, dict):
-            root = (err.get("root_cause") or [{}])[0] or {}
-            etype = err.get("type") or root.get("type")
-            reason = err.get("reason") or root.get("reason") or str(err)
-            caused = err.get("caused_by")
-            if isinstance(caused, dict) and caused.get("reason") and caused.get("reason") not in reason:
-                reason = f"{reason} (caused by {caused.get('type')}: {caused['reason']})"
-            return str(reason), etype
-        if isinstance(err, str):
-            return err, None
-    return (str(info) if info else "no details"), None
 
 
-def status_error(status: int, info: Any, *, action: str, index: str | None, url: str) -> BackendError:
-    """The BackendError subclass for an HTTP error status from the cluster."""
-    reason, etype = error_reason(info)
-    where = f"{action}" + (f" on `{index}`" if index else "")
-    if status == 404 and etype == "index_not_found_exception":
-        return IndexNotFoundError(index or _index_from_error(info) or "?")
-    if status in (429, 500, 502, 503, 504):
-        hint = "the cluster is overloaded (429)" if status == 429 else "the cluster had a server-side error"
-        return TransientBackendError(
-            f"{where} failed after retries: HTTP {status} {etype or ''} {reason}; {hint}, retry later or "
-            "lower ingest.write_batch_size",
-            status=status,
-        )
-    if status == 401:
-        return BackendError(
-            f"{where}: authentication failed at {url} ({reason}); check backend.auth (username/password, "
-            "api_key or AWS credentials)",
-            status=401,
-            error_type=etype or "authentication",
-        )
-    if status == 403:
-        return BackendError(
-            f"{where}: the credentials are not allowed to do this ({reason}); grant the user/role the "
-            "needed index permissions",
-            status=403,
-            error_type=etype or "authorization",
-        )
-    if status == 413:
-        return BackendError(
-            f"{where}: request too large for the cluster ({reason}); lower ingest.write_batch_size",
-            status=413,
-            error_type=etype or "request_too_large",
-        )
-    return BackendError(
-        f"{where} failed: HTTP {status} {etype or ''}: {reason}", status=status, error_type=etype or "error"
-    )
 
 
 def query_params(params: dict[str, Any] | None) -> dict[str, str] | None:
@@ -148,10 +94,6 @@ def query_params(params: dict[str, Any] | None) -> dict[str, str] | None:
     return out or None
 
 
-def _index_from_error(info: Any) -> str | None:
-    if isinstance(info, dict) and isinstance(info.get("error"), dict):
-        return info["error"].get("index")
-    return None
 
 
 @contextmanager
@@ -212,22 +154,13 @@ class OpenSearchBackend(ClusterBackend):
 
     # ------------------------------------------------------------ documents
 
-    def bulk(
-        self, index: str, actions: Sequence[BulkAction], *, refresh: bool = False
-    ) -> list[BulkItemResult]:
-        if not actions:
-            return []
-        operations = bulk_operations(actions)
+    def _send_bulk(self, index: str, operations: list[dict[str, Any]], refresh: bool) -> Any:
         params = {"refresh": "true"} if refresh and not self.serverless else None
-        with self._errors("bulk", index):
-            response = self.client.bulk(index=index, body=operations, params=params)
-        return bulk_results(actions, response)
+        return self.client.bulk(index=index, body=operations, params=params)
 
     def refresh(self, index: str) -> None:
-        if self.serverless:
-            return
-        with self._errors("refresh", index):
-            self.client.indices.refresh(index=index)
+        if not self.serverless:  # OpenSearch Serverless has no _refresh: writes become visible on their own
+            super().refresh(index)
 
     # ------------------------------------------------------------ search
 
@@ -253,67 +186,3 @@ class OpenSearchBackend(ClusterBackend):
             response = self.client.count(index=index, body={"query": query} if query else None)
         return int(response["count"])
 
-    def close(self) -> None:
-        self.client.close()
-
-
-def bulk_operations(actions: Sequence[BulkAction]) -> list[dict[str, Any]]:
-    """The `_bulk` body (action line, then source line) shared by OpenSearch and Elasticsearch."""
-    operations: list[dict[str, Any]] = []
-    for action in actions:
-        if action.op == "index":
-            if action.source is None:
-                raise ValueError(f"bulk index action for id {action.id!r} has no source")
-            operations.append({"index": {"_id": action.id}})
-            operations.append(action.source)
-        elif action.op == "delete":
-            operations.append({"delete": {"_id": action.id}})
-        else:
-            raise ValueError(f"unknown bulk op {action.op!r}; use index or delete")
-    return operations
-
-
-def bulk_results(actions: Sequence[BulkAction], response: dict[str, Any]) -> list[BulkItemResult]:
-    """One BulkItemResult per action, in order, from a `_bulk` response (shared with Elasticsearch)."""
-    items = response.get("items") or []
-    if len(items) != len(actions):
-        raise BackendError(
-            f"bulk response has {len(items)} items for {len(actions)} actions; the cluster or a proxy "
-            "altered the request",
-            status=500,
-            error_type="bulk_mismatch",
-        )
-    results: list[BulkItemResult] = []
-    for action, item in zip(actions, items):
-        ((_, detail),) = item.items()
-        status = int(detail.get("status", 500))
-        error = detail.get("error")
-        if error is not None:
-            reason, etype = error_reason({"error": error})
-            results.append(
-                BulkItemResult(
-                    id=str(detail.get("_id", action.id)), status=status, error=reason, error_type=etype
-                )
-            )
-        else:
-            results.append(BulkItemResult(id=str(detail.get("_id", action.id)), status=status))
-    return results
-
-
-def msearch_results(response: dict[str, Any], expected: int, *, index: str, url: str) -> list[dict[str, Any]]:
-    """The responses of an `_msearch`, in order; the first failed body raises (shared with Elasticsearch)."""
-    responses = response.get("responses") or []
-    if len(responses) != expected:
-        raise BackendError(
-            f"msearch returned {len(responses)} responses for {expected} searches",
-            status=500,
-            error_type="msearch_mismatch",
-        )
-    out: list[dict[str, Any]] = []
-    for i, item in enumerate(responses):
-        if "error" in item:
-            status = int(item.get("status", 500))
-            err = status_error(status, item, action=f"msearch body #{i}", index=index, url=url)
-            raise err
-        out.append(item)
-    return out

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from latentsearch.backends.base import BackendError, IndexNotFoundError
-from latentsearch.backends.opensearch import client_kwargs, msearch_results, query_params, translate_errors
+from latentsearch.backends.cluster import msearch_results
+from latentsearch.backends.opensearch import client_kwargs, query_params, translate_errors
 from latentsearch.config import BackendConfig
 
 _AIOHTTP_HINT = "async OpenSearch needs aiohttp: pip install 'latentsearch[langchain]' (or 'opensearch-py[async]')"
