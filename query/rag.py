@@ -13,12 +13,13 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, Field
 
 from latentsearch.config import RagConfig, Settings
+from latentsearch.protocols import ChatLLM
 
 NOT_IN_CONTEXT = "NOT IN CONTEXT"
 SYSTEM_PROMPT = (
@@ -59,12 +60,6 @@ class Answer(BaseModel):
     rewriter: bool = False
     model: str
     took_ms: float
-
-
-class ChatLLM(Protocol):
-    name: str
-
-    def complete(self, messages: list[dict[str, str]], *, max_tokens: int) -> str: ...
 
 
 class LocalLLM:

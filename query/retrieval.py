@@ -27,6 +27,7 @@ from latentsearch.backends import SearchBackend
 from latentsearch.cache import ContentCache
 from latentsearch.config import EntitySchema, Settings
 from latentsearch.mappings import schema_from_mapping
+from latentsearch.protocols import Embedder, LatentExtractor
 from latentsearch.query.rewriter import QueryRewriter, RewriteOptions, RewrittenSearch
 from latentsearch.query.search import Hit, SearchMode, SearchResult, build_body, parse_hits
 from latentsearch.query.search import search as plain_search
@@ -101,8 +102,10 @@ class Retriever:
     time the index holds latent values (so an index without them never loads the LLM). Without
     either, questions are never rewritten."""
 
-    def __init__(self, backend: SearchBackend, index: str, embedder: Any, *, extractor: Any = None,
-                 load_extractor: Callable[[], Any] | None = None, store: Any = None, async_backend: Any = None):
+    def __init__(self, backend: SearchBackend, index: str, embedder: Embedder, *,
+                 extractor: LatentExtractor | None = None,
+                 load_extractor: Callable[[], LatentExtractor] | None = None, store: ContentCache | None = None,
+                 async_backend: Any = None):
         self.backend, self.index, self.embedder = backend, index, embedder
         self.async_backend = async_backend
         self._extractor, self._load_extractor, self._store = extractor, load_extractor, store

@@ -184,3 +184,19 @@ def test_negative_control_catches_up_sideways_and_cycles(broken_tree):
     assert any("latentsearch.models.a (floor 2) imports latentsearch.mappings.b (floor 2)" in p for p in found)
     assert any(p.startswith("import cycle:") and "latentsearch.query.rank" in p for p in found)
     assert len(found) == 3
+
+
+def test_the_runtime_classes_fill_the_seams(embedder) -> None:
+    """The floors above talk to `latentsearch.protocols`; the shipped implementations must fit them."""
+    from latentsearch.models.extractor import LatentEntityExtractor
+    from latentsearch.protocols import ChatLLM, Embedder, LatentExtractor, Rewriter
+    from latentsearch.query.rag import LocalLLM
+    from latentsearch.query.rewriter import QueryRewriter
+
+    assert isinstance(embedder, Embedder)
+    assert isinstance(LocalLLM(), ChatLLM)  # loads nothing until asked to complete
+    for cls, proto in ((LatentEntityExtractor, LatentExtractor), (QueryRewriter, Rewriter)):
+        wanted = [m for m in vars(proto) if not m.startswith("_")]
+        missing = [m for m in wanted if not hasattr(cls, m)]
+        assert missing == [], f"{cls.__name__} lacks {missing} of {proto.__name__}"
+    assert not isinstance(object(), Embedder)  # the check can fail

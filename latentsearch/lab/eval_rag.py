@@ -21,7 +21,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from latentsearch.query.rag import Answer, ChatLLM, answer_from_passages, passages_from_hits
+from latentsearch.protocols import ChatLLM
+from latentsearch.query.rag import Answer, answer_from_passages, passages_from_hits
 from latentsearch.query.retrieval import Retriever
 
 
