@@ -94,11 +94,11 @@ def default_processors(settings: Settings, embedder: Embedder) -> list[Processor
         extractor = get_extractor(settings.models.llm, settings.models.extractor_adapter, settings.models.device,
                                   batch_size=settings.ingest.extract_batch_size)
         processors.append(LatentEntityProcessor(extractor, settings.entities, input=settings.ingest.latent_input))
-    if settings.ingest.mentions:  # per-mention type-aware vectors (issue 4), off by default: an LLM pass per chunk
+    if settings.ingest.mentions:  # per-mention type-aware vectors, off by default: an LLM pass per chunk
         from latentsearch.ingest.mentions import mention_processor
 
         processors.append(mention_processor(settings))
-    if settings.ingest.links:  # entity links against `models.kb` (issue 8), off by default
+    if settings.ingest.links:  # entity links against `models.kb`, off by default
         from latentsearch.ingest.links import link_processor
 
         processors.append(link_processor(settings))

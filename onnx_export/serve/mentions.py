@@ -1,6 +1,6 @@
 """Adapter from `/mentions` to the per-mention vector model (NER Retriever: spans -> mid-layer V -> head).
 
-`models/mention_head.py` (issue 4) owns the model: span detection, the LLM's value projection at a
+`models/mention_head.py` owns the model: span detection, the LLM's value projection at a
 middle block, and the trained projection head. Until that head is trained and installed, loading
 raises `ModelNotFoundError`, which the route answers with 503 and its message.
 """
