@@ -62,7 +62,7 @@ _ENCODING_KEY = "column_encoding"
 #: limit is rejected on its own, the rest of its bulk request lands.
 DEFAULT_MAX_DEPTH = 20
 DEFAULT_MAX_FIELDS = 1000
-DEFAULT_MAX_FIELD_CHARS = 10_000_000
+DEFAULT_MAX_FIELD_CHARS = 100_000_000
 
 
 def _sql_str(value: str) -> str:
