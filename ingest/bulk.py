@@ -80,6 +80,20 @@ class Checkpoint:
         return gone
 
     @staticmethod
+    def recorded_writes(home: Path, index: str) -> int | None:
+        """Chunks the checkpoints of `index` recorded as written (None when it has none)."""
+        pattern = re.compile(rf"^{re.escape(index)}-[0-9a-f]{{16}}\.json$")
+        total, found = 0, False
+        for path in (home / "checkpoints").glob(f"{index}-*.json"):
+            if pattern.match(path.name):
+                try:
+                    total += int(json.loads(path.read_text(encoding="utf-8")).get("written", 0))
+                    found = True
+                except (ValueError, OSError):
+                    continue
+        return total if found else None
+
+    @staticmethod
     def source_fingerprint(source: str | Path) -> str:
         """A hash of the source's content (of every file, with its relative name, for a folder): an
         edited file starts over even when its size and whole-second mtime did not change."""

@@ -317,3 +317,89 @@ def test_cli_invalid_utf8_argv_is_a_clear_error(home: Path) -> None:
                          capture_output=True, env=env, timeout=120)
     assert out.returncode == 2
     assert b"not valid UTF-8" in out.stderr and b"Traceback" not in out.stderr
+
+
+# ------------------------------------------------------------------ doctor
+
+
+def _index_with_duplicates(db: Path) -> EmbeddedBackend:
+    """What two unlocked writers (older versions) left: the same ids appended twice."""
+    backend = EmbeddedBackend(db)
+    backend.create_index("dup", {"mappings": {"properties": {
+        "v": {"type": "knn_vector", "dimension": 2, "method": {"space_type": "cosinesimil"}}}}})
+    backend.bulk("dup", [BulkAction(id=str(i), source={"n": i, "v": [1.0, float(i)]}) for i in range(20)])
+    table = backend.db.open_table("dup")
+    again = table.to_arrow().slice(0, 5)
+    src = [json.dumps({**json.loads(s), "n": 100 + k}) for k, s in enumerate(again.column("_source").to_pylist())]
+    table.add(again.set_column(again.schema.get_field_index("_source"), "_source", pa.array(src)))
+    return backend
+
+
+def test_doctor_finds_and_repairs_duplicate_ids(tmp_path: Path) -> None:
+    from latentsearch.backends.embedded.doctor import diagnose
+
+    backend = _index_with_duplicates(tmp_path / "db")
+    found = diagnose(backend, "dup")
+    assert found.rows == 25 and found.duplicate_ids == 5 and not found.healthy
+    fixed = diagnose(backend, "dup", repair=True)
+    assert fixed.duplicate_rows_removed == 5 and fixed.rows == 20 and fixed.healthy
+    ids = _ids(backend, "dup")
+    assert len(ids) == len(set(ids)) == 20
+    assert backend.get("dup", "0")["n"] == 100  # the last written row won
+    assert diagnose(backend, "dup").problems == []
+
+
+def test_doctor_reports_bad_vectors_a_rolled_back_manifest_and_missing_rows(tmp_path: Path) -> None:
+    from latentsearch.backends.embedded.doctor import diagnose
+
+    db = tmp_path / "db"
+    backend = EmbeddedBackend(db)
+    backend.create_index("v", {"mappings": {"properties": {
+        "v": {"type": "knn_vector", "dimension": 2, "method": {"space_type": "cosinesimil"}}}}})
+    backend.bulk("v", [BulkAction(id="a", source={"v": [1.0, 0.0]})])
+    table = backend.db.open_table("v")
+    row = table.to_arrow()
+    zero = pa.FixedSizeListArray.from_arrays(pa.array([0.0, 0.0], pa.float32()), 2)
+    table.add(row.set_column(row.schema.get_field_index("_id"), "_id", pa.array(["b"]))
+              .set_column(row.schema.get_field_index("f__v"), "f__v", zero))
+    backend.bulk("v", [BulkAction(id="c", source={"v": [0.0, 1.0]})])
+    report = diagnose(backend, "v", expected_rows=5)
+    assert report.bad_vectors == {"v": 1} and not report.rolled_back
+    assert any("recorded 5 chunks written, the index holds 3" in p for p in report.problems)
+    versions = sorted((db / "v.lance" / "_versions").glob("*.manifest"), key=lambda p: p.stat().st_mtime_ns)
+    versions[-1].unlink()  # the latest manifest is lost: Lance would serve the previous version silently
+    report = diagnose(EmbeddedBackend(db), "v")
+    assert report.rolled_back and report.latest_committed_version == report.version + 1
+    assert any("latest manifest" in p for p in report.problems)
+
+
+def test_doctor_rebuilds_a_meta_file_from_the_columns(tmp_path: Path) -> None:
+    from latentsearch.backends.embedded.doctor import diagnose
+
+    db = tmp_path / "db"
+    backend = EmbeddedBackend(db)
+    backend.create_index("cols", {"mappings": {"properties": {"pub-date": {"type": "keyword"}, "n": {"type": "long"}}}})
+    backend.bulk("cols", [BulkAction(id="1", source={"pub-date": "2020", "n": 3})])
+    table = backend.db.open_table("cols")
+    with __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("ignore")
+        table.replace_field_metadata("_source", {})  # an older version kept no copy
+    (db / "_latentsearch_indices" / "cols.json").unlink()
+    fresh = EmbeddedBackend(db)
+    assert diagnose(fresh, "cols").meta == "missing"
+    report = diagnose(fresh, "cols", repair=True)
+    assert report.meta == "rebuilt" and report.rows == 1
+    assert EmbeddedBackend(db).search("cols", {"query": {"term": {"pub-date": "2020"}}})["hits"]["total"]["value"] == 1
+
+
+def test_cli_doctor(home: Path) -> None:
+    from typer.testing import CliRunner
+
+    from latentsearch.cli import app
+
+    _index_with_duplicates(home / "db")
+    runner = CliRunner()
+    res = runner.invoke(app, ["doctor", "--index", "dup", "--json"])
+    assert res.exit_code == 1 and json.loads(res.stdout)["duplicate_ids"] == 5
+    res = runner.invoke(app, ["doctor", "--index", "dup", "--repair", "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["duplicate_rows_removed"] == 5
