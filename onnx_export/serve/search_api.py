@@ -16,8 +16,8 @@ from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
 from latentsearch.onnx_export.serve.errors import AUTH_ERRORS, BODY_ERRORS, MODEL_ERRORS, ApiError, _doc
-from latentsearch.onnx_export.serve.schemas import SearchRequest, SearchResponse
 from latentsearch.onnx_export.serve.guards import resolve_index
+from latentsearch.onnx_export.serve.schemas import SearchRequest, SearchResponse
 from latentsearch.onnx_export.serve.security import require_api_key
 from latentsearch.onnx_export.serve.services import Services, get_services
 
