@@ -421,8 +421,7 @@ class EmbeddedBackend(SearchBackend):
         layout = idx.layout
         if not isinstance(source, dict):
             raise MapperParsingError(f"document `{doc_id}` must be a JSON object, got {type(source).__name__}")
-        _check_string(doc_id, "the document id", 512)
-        self._check_document(source)
+        _check_string(doc_id, "the document id", 512)  # the source passed _check_document in _apply_dynamic_mapping
         source = expand_dots(source)
         dynamic_additions(idx.body.get("mappings", {}), source)  # raises for fields a strict mapping refuses
         row: dict[str, Any] = {"_id": doc_id, "_source": json.dumps(strip_vectors(source, layout), ensure_ascii=False)}
