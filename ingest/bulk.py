@@ -35,7 +35,11 @@ class DeadLetter:
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = self.path.open("a", encoding="utf-8")
-        self._fh.write(rejected.model_dump_json(exclude_none=True) + "\n")
+        try:
+            line = rejected.model_dump_json(exclude_none=True)
+        except ValueError:  # lone surrogates: JSON text cannot hold them raw, so escape (\\udXXX) everything
+            line = json.dumps(rejected.model_dump(exclude_none=True), ensure_ascii=True)
+        self._fh.write(line + "\n")
         self._fh.flush()
         self.count += 1
 
@@ -76,14 +80,33 @@ class Checkpoint:
         return gone
 
     @staticmethod
+    def recorded_writes(home: Path, index: str) -> int | None:
+        """Chunks the checkpoints of `index` recorded as written (None when it has none)."""
+        pattern = re.compile(rf"^{re.escape(index)}-[0-9a-f]{{16}}\.json$")
+        total, found = 0, False
+        for path in (home / "checkpoints").glob(f"{index}-*.json"):
+            if pattern.match(path.name):
+                try:
+                    total += int(json.loads(path.read_text(encoding="utf-8")).get("written", 0))
+                    found = True
+                except (ValueError, OSError):
+                    continue
+        return total if found else None
+
+    @staticmethod
     def source_fingerprint(source: str | Path) -> str:
-        """Size + mtime of the source: a changed file starts over instead of skipping new lines."""
+        """A hash of the source's content (of every file, with its relative name, for a folder): an
+        edited file starts over even when its size and whole-second mtime did not change."""
         p = Path(source)
-        if p.is_dir():
-            stats = [(f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in sorted(p.rglob("*")) if f.is_file()]
-            return hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]
-        st = p.stat()
-        return f"{st.st_size}-{int(st.st_mtime)}"
+        digest = hashlib.sha256()
+        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+        for f in files:
+            if p.is_dir():
+                digest.update(f"\x00{f.relative_to(p)}\x00".encode("utf-8", "surrogateescape"))
+            with f.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+        return "sha256:" + digest.hexdigest()[:32]
 
     @classmethod
     def load(cls, home: Path, source: str | Path, index: str, target: str = "") -> Checkpoint:

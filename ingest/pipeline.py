@@ -23,7 +23,7 @@ from latentsearch.ingest.bulk import BulkWriter, Checkpoint, DeadLetter
 from latentsearch.ingest.chunking import TokenChunker, default_chunk_tokens
 from latentsearch.ingest.processors import EmbeddingProcessor, Processor
 from latentsearch.ingest.readers import FieldMap, count_records, read_records
-from latentsearch.ingest.records import Chunk, Rejected, SourceRecord
+from latentsearch.ingest.records import Chunk, Rejected, SourceRecord, record_problem
 from latentsearch.mappings import index_body, schema_from_mapping
 from latentsearch.models.embedder import Embedder
 from latentsearch.models.factory import get_embedder
@@ -113,7 +113,8 @@ class _Batch:
 
 
 def _batches(items: Iterator[SourceRecord | Rejected], chunker: TokenChunker, dead: DeadLetter,
-             skip_through: int, target_chunks: int, counters: dict[str, int]) -> Iterator[_Batch]:
+             skip_through: int, target_chunks: int, counters: dict[str, int],
+             limits: dict[str, int]) -> Iterator[_Batch]:
     """Group whole records into batches of about `target_chunks` chunks. A record never straddles
     two batches, so the checkpoint (the reader's item sequence number, which is deterministic for
     every format) advances record by record."""
@@ -127,6 +128,11 @@ def _batches(items: Iterator[SourceRecord | Rejected], chunker: TokenChunker, de
             dead.write(item)
             continue
         counters["read"] += 1
+        problem = record_problem(item, **limits)
+        if problem:
+            dead.write(Rejected(reason=f"line {item.line}: {problem}", source_path=item.source_path, line=item.line,
+                                id=item.id, raw=item.text[:2000], stage="read"))
+            continue
         try:
             chunks = chunker.chunk(item)
         except Exception as err:
@@ -199,7 +205,9 @@ def ingest(
         task = live.add_task(f"ingest → {index}", total=total) if live else None
         items = read_records(path, format=fmt, fields=fields or FieldMap(), limit=limit)
         target = max(settings.ingest.embed_batch_size * 4, 64)
-        for batch in _batches(items, chunker, dead, checkpoint.line, target, counters):
+        limits = {"max_depth": settings.backend.max_depth, "max_fields": settings.backend.max_fields,
+                  "max_field_chars": settings.backend.max_field_chars}
+        for batch in _batches(items, chunker, dead, checkpoint.line, target, counters, limits):
             for proc in processors:
                 proc(batch.chunks, cache)
             writer.write(batch.chunks)

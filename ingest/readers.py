@@ -613,7 +613,9 @@ def _read_csv(path: Path, delimiter: str) -> Iterator[_Row | Rejected]:
     src = str(path)
     with _open_bytes(path) as fb:
         text = io.TextIOWrapper(fb, encoding="utf-8-sig", errors="surrogateescape", newline="")
-        reader = csv.reader(text, delimiter=delimiter)
+        # strict: an unterminated quote raises at the end of the data instead of silently swallowing
+        # every following row into one field
+        reader = csv.reader(text, delimiter=delimiter, strict=True)
         header: list[str] | None = None
         prev_end = 0
         while True:
@@ -625,6 +627,14 @@ def _read_csv(path: Path, delimiter: str) -> Iterator[_Row | Rejected]:
                 start = prev_end + 1
                 progressed = reader.line_num > prev_end
                 prev_end = reader.line_num
+                if "unexpected end of data" in str(e):
+                    yield Rejected(
+                        reason=f"line {start}: unterminated quoted field: a quote opened on this row is never "
+                        f"closed, so lines {start}-{prev_end} (the rest of the file) would be read as one field; "
+                        'close the quote or double the quote character ("") inside quoted text',
+                        source_path=src, line=start,
+                    )
+                    return
                 yield Rejected(reason=f"line {start}: malformed CSV row: {e}", source_path=src, line=start)
                 if not progressed:
                     return
@@ -643,6 +653,12 @@ def _read_csv(path: Path, delimiter: str) -> Iterator[_Row | Rejected]:
                 continue  # blank line
             if header is None:
                 header = row
+                dupes = sorted({h for h in row if row.count(h) > 1})
+                if dupes:  # a dict row would keep only the last of the repeated columns
+                    raise ValueError(
+                        f"{src}: line {start}: the header repeats the column name(s) {dupes}; every column needs "
+                        "a distinct name (rename the repeats), else their values would be silently dropped"
+                    )
                 continue
             raw_row = delimiter.join(row)
             for col, cell in enumerate(row):

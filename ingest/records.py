@@ -79,3 +79,44 @@ class Chunk(BaseModel):
         if self.links:
             src["links"] = self.links
         return src
+
+
+def record_problem(record: SourceRecord, *, max_depth: int, max_fields: int, max_field_chars: int) -> str | None:
+    """Why a record cannot be indexed (None when it can): lone surrogates (which JSON escapes such as
+    "\\ud800" decode to, and which no UTF-8 store holds), nesting, value count and string length
+    over the configured limits. Iterative, so a 900-deep record cannot exhaust the stack."""
+    stack: list[tuple[str, Any, int]] = [("id", record.id, 1), ("text", record.text, 1), ("title", record.title, 1),
+                                         ("metadata", record.metadata, 1)]
+    leaves = 0
+    while stack:
+        where, value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth >= max_depth:
+                return f"`{where}` nests deeper than the limit of {max_depth} levels (backend.max_depth)"
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for k, v in items:
+                if isinstance(k, str):
+                    problem = _string_problem(k, f"a key in `{where}`", max_field_chars)
+                    if problem:
+                        return problem
+                stack.append((f"{where}.{k}", v, depth + 1))
+            continue
+        leaves += 1
+        if leaves > max_fields + 3:
+            return f"the record has more than the limit of {max_fields} metadata values (backend.max_fields)"
+        if isinstance(value, str):
+            problem = _string_problem(value, f"`{where}`", max_field_chars)
+            if problem:
+                return problem
+    return None
+
+
+def _string_problem(value: str, what: str, max_chars: int) -> str | None:
+    if len(value) > max_chars:
+        return f"{what} has {len(value)} characters, over the limit of {max_chars} (backend.max_field_chars)"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        code = ord(value[err.start])
+        return f"{what} holds a lone surrogate U+{code:04X} at character {err.start}: not valid Unicode text"
+    return None

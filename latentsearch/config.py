@@ -111,6 +111,12 @@ class BackendConfig(_Strict):
     timeout_s: float = 30.0
     max_retries: int = 3
     embedded_path: Path | None = Field(None, description="LanceDB folder; default $LATENTSEARCH_HOME/db")
+    # per-document limits (issue 14): a record over one is dead-lettered alone, the rest of its batch lands
+    max_depth: int = Field(20, ge=1, le=500, description="Deepest nesting of objects/arrays in one document "
+                           "(OpenSearch's index.mapping.depth.limit)")
+    max_fields: int = Field(1000, ge=1, description="Most leaf values in one document's metadata")
+    max_field_chars: int = Field(100_000_000, ge=1, description="Longest string (text, title, metadata value or key)")
+    lock_timeout_s: float = Field(120.0, gt=0, description="How long an embedded write waits for another writer")
 
     @property
     def resolved_kind(self) -> BackendKind:

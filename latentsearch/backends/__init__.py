@@ -34,7 +34,9 @@ def open_backend(config: BackendConfig | None = None) -> SearchBackend:
     if kind == "embedded":
         from latentsearch.backends.embedded import EmbeddedBackend
 
-        return EmbeddedBackend(config.resolved_embedded_path)
+        return EmbeddedBackend(config.resolved_embedded_path, lock_timeout_s=config.lock_timeout_s,
+                               max_depth=config.max_depth, max_fields=config.max_fields,
+                               max_field_chars=config.max_field_chars)
     if not config.url:
         raise ValueError(f"backend `{kind}` needs a URL: set --url or LATENTSEARCH_BACKEND__URL")
     if kind == "opensearch":

@@ -14,6 +14,7 @@ Shared options live once in options.py; printing and error translation in output
 from __future__ import annotations
 
 import os
+import sys
 
 import typer
 
@@ -43,6 +44,13 @@ app.add_typer(data.app, name="data")
 
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for arg in sys.argv[1:]:  # Python keeps undecodable argv bytes as lone surrogates: refuse them up front
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            sys.stderr.write(f"error: argument {shown!r} is not valid UTF-8; pass names and paths as UTF-8\n")
+            raise SystemExit(2) from None
     app()
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from latentsearch import __version__
@@ -186,8 +187,48 @@ def mappings(
         sys.stdout.write(text)
 
 
+def doctor(
+    index: IndexOpt = None,
+    config: ConfigOpt = None,
+    repair: Annotated[bool, typer.Option("--repair", help="Remove duplicate rows (the last written wins) and "
+                                                          "rebuild a lost meta file")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check an embedded index: duplicate ids, lost meta file, bad vectors, a rolled-back manifest, and
+    the row count against the ingest checkpoints. Exit code 1 while a problem remains."""
+    from latentsearch.backends import open_backend
+    from latentsearch.backends.embedded.doctor import diagnose
+    from latentsearch.ingest.bulk import Checkpoint
+
+    def body() -> None:
+        settings = settings_from_flags(config, index, None, None)
+        if settings.backend.resolved_kind != "embedded":
+            fail("doctor checks embedded indexes; a cluster has its own tools (_cat/indices, _cluster/health)")
+        engine = open_backend(settings.backend)
+        report = diagnose(engine, settings.index, repair=repair,  # type: ignore[arg-type]
+                          expected_rows=Checkpoint.recorded_writes(settings.home, settings.index))
+        if as_json:
+            stdout.print_json(report.model_dump_json())
+        else:
+            table = Table(title=f"doctor: {report.index}", show_header=False)
+            for key, value in report.model_dump(exclude={"problems", "repaired"}).items():
+                table.add_row(key.replace("_", " "), str(value))
+            stdout.print(table)
+            for p in report.problems:
+                stderr.print(f"[yellow]problem:[/] {escape(p)}")
+            for r in report.repaired:
+                stderr.print(f"[green]repaired:[/] {escape(r)}")
+            if not report.problems:
+                stdout.print("[green]no problems found[/]")
+        if not report.healthy:
+            raise typer.Exit(1)
+
+    run(body)
+
+
 def register(app: typer.Typer) -> None:
     app.command()(ingest)
     app.command()(info)
+    app.command()(doctor)
     app.command("delete-index")(delete_index)
     app.command()(mappings)

@@ -42,7 +42,10 @@ def settings_from_flags(config: Path | None, index: str | None, backend: str | N
     """The configuration in force, with the command's --index/--backend/--url on top."""
     settings = load_settings(config, **extra)
     updates: dict[str, Any] = {}
-    if index:
+    if index is not None:  # `--index ''` is an error, not "use the default"
+        if not index.strip():
+            raise typer.BadParameter("must not be empty (leave the option out for the configured default)",
+                                     param_hint="--index")
         updates["index"] = index
     if backend or url:
         if backend and backend not in BackendKind.__args__:  # type: ignore[attr-defined]

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 stdout = Console()
@@ -16,7 +17,7 @@ T = TypeVar("T")
 
 
 def fail(message: str, code: int = 1) -> None:
-    stderr.print(f"[bold red]error:[/] {message}")
+    stderr.print(f"[bold red]error:[/] {escape(message)}")  # a message is text, never markup ('^*$', '[x]')
     raise typer.Exit(code)
 
 

@@ -27,7 +27,12 @@ def serve(
     batch_wait_ms: Annotated[float, typer.Option(min=0, help="How long a started batch waits for more requests")] = 5.0,
     max_body_bytes: Annotated[int, typer.Option(min=1024, help="Larger request bodies are refused with 413")] = 2 * 1024 * 1024,
     max_inputs: Annotated[int, typer.Option(min=1, help="Most texts per request; more are refused with 413")] = 256,
-    max_tokens_limit: Annotated[int, typer.Option(min=1, help="Largest max_tokens a chat request may ask for")] = 512,
+    max_tokens_limit: Annotated[int, typer.Option(min=1, help="Largest max_tokens a chat, /rag request may ask for")] = 512,
+    max_prompt_chars: Annotated[int, typer.Option(min=100, help="Most characters one request puts into LLM prompts "
+                                                  "(chat messages, /rag question, /extract texts); more get 413")] = 16_000,
+    body_timeout_s: Annotated[float, typer.Option(min=0.1, help="Seconds to receive a request body (else 408)")] = 10.0,
+    header_timeout_s: Annotated[float, typer.Option(min=0.1, help="Seconds to receive a request head (else closed)")] = 10.0,
+    max_connections: Annotated[int, typer.Option(min=1, help="Concurrent connections; more get 503")] = 256,
     preload: Annotated[str, typer.Option(help="Models to load at start, comma-separated: embeddings,chat,extract,mentions "
                                                "('' = load each on first use)")] = "embeddings",
     mention_head: Annotated[Path | None, typer.Option(help="Mention projection head folder for /mentions "
@@ -56,7 +61,9 @@ def serve(
         settings = settings_from_flags(config, index, backend, url)
         cfg = ServeConfig(host=host, port=port, api_key=api_key or None, max_batch=max_batch, max_batch_llm=max_batch_llm,
                           batch_wait_ms=batch_wait_ms, max_body_bytes=max_body_bytes, max_inputs=max_inputs,
-                          max_tokens_limit=max_tokens_limit, json_logs=json_logs, settings=settings, mention_head=mention_head,
+                          max_tokens_limit=max_tokens_limit, max_prompt_chars=max_prompt_chars,
+                          body_timeout_s=body_timeout_s, header_timeout_s=header_timeout_s,
+                          max_connections=max_connections, json_logs=json_logs, settings=settings, mention_head=mention_head,
                           preload=[p.strip() for p in preload.split(",") if p.strip()])
     except (ValidationError, ValueError, FileNotFoundError) as err:
         fail(str(err))

@@ -18,7 +18,7 @@ from latentsearch import __version__
 from latentsearch.onnx_export.serve import jsonlog, latent_api, openai_api, ops_api, rag_api, search_api
 from latentsearch.onnx_export.serve.errors import install_handlers
 from latentsearch.onnx_export.serve.metrics import Metrics
-from latentsearch.onnx_export.serve.middleware import AccessLog, BodySizeLimit
+from latentsearch.onnx_export.serve.middleware import AccessLog, ApiKeyGate, BodySizeLimit
 from latentsearch.onnx_export.serve.services import Services
 from latentsearch.onnx_export.serve.settings import ServeConfig
 
@@ -65,8 +65,10 @@ def create_app(config: ServeConfig | None = None, extra_routers: Sequence[APIRou
     for router in (*ROUTERS, *extra_routers):
         app.include_router(router)
     app.openapi = _limits_documented(app, config)  # type: ignore[method-assign]
-    app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
-    app.add_middleware(AccessLog, metrics=metrics)  # outermost: logs and counts 413s too
+    app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes, timeout_s=config.body_timeout_s)
+    # the key is checked from the headers before the body is read (the routes check it again)
+    app.add_middleware(ApiKeyGate, api_key=config.api_key.get_secret_value() if config.api_key else None)
+    app.add_middleware(AccessLog, metrics=metrics)  # outermost: logs and counts 401s and 413s too
     return app
 
 
@@ -107,5 +109,14 @@ def run(config: ServeConfig) -> None:
     import uvicorn
 
     jsonlog.configure(config.json_logs)
-    uvicorn.run(create_app(config), host=config.host, port=config.port, log_config=None, access_log=False,
+    uvicorn.run(create_app(config), **uvicorn_options(config), log_config=None, access_log=False,
                 timeout_graceful_shutdown=10)
+
+
+def uvicorn_options(config: ServeConfig) -> dict:
+    """Connection hardening: idle keep-alive timeout, a cap on concurrent connections (503 above it),
+    and a deadline for the request head (a client that connects and sends nothing is dropped)."""
+    from latentsearch.onnx_export.serve.protocol import header_timeout_protocol
+
+    return {"host": config.host, "port": config.port, "timeout_keep_alive": config.keep_alive_s,
+            "limit_concurrency": config.max_connections, "http": header_timeout_protocol(config.header_timeout_s)}

@@ -5,6 +5,7 @@ and the exception -> status mapping: 401 auth, 404 index, 413 too large, 422 val
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -76,7 +77,7 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(BackendError)
     async def _backend(_: Request, err: BackendError) -> JSONResponse:
         status = err.status if err.status in (400, 404) else 502
-        return error_json(status, str(err), err.error_type)
+        return error_json(status, redact_paths(str(err)), err.error_type)
 
     @app.exception_handler(FeatureUnavailableError)
     @app.exception_handler(ModelNotFoundError)
@@ -87,4 +88,13 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _crash(request: Request, err: Exception) -> JSONResponse:
         log.exception("unhandled error", extra={"path": request.url.path})
-        return error_json(500, f"internal error: {type(err).__name__}: {err}", "internal_error")
+        return error_json(500, f"internal error: {type(err).__name__}: {redact_paths(str(err))}", "internal_error")
+
+
+_ABS_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s'\"`/:]+/)+[^\s'\"`/:,)]*")
+
+
+def redact_paths(message: str) -> str:
+    """Error text goes to clients: absolute file paths of the server (its home, database, models)
+    are replaced by `<path>`; the log keeps them."""
+    return _ABS_PATH.sub("<path>", message)

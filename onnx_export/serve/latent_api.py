@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends
 
 from latentsearch.onnx_export.serve import inference
 from latentsearch.onnx_export.serve.errors import AUTH_ERRORS, BODY_ERRORS, MODEL_ERRORS, ApiError
+from latentsearch.onnx_export.serve.guards import check_prompt
 from latentsearch.onnx_export.serve.schemas import (
     ExtractRequest,
     ExtractResponse,
@@ -40,6 +41,7 @@ async def extract(body: ExtractRequest, services: Services = Depends(get_service
     A type with `options` gets exactly one of them (the likeliest), never free text."""
     started = time.perf_counter()
     _check_texts(body.texts, services.config.max_inputs)
+    check_prompt(services, body.texts, "the texts")
     if len(body.types) > services.config.max_types:
         raise ApiError(413, f"{len(body.types)} types in one request; at most {services.config.max_types}",
                        "too_many_types")

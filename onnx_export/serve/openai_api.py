@@ -20,6 +20,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
 
 from latentsearch.onnx_export.serve.errors import AUTH_ERRORS, BODY_ERRORS, MODEL_ERRORS, ApiError
+from latentsearch.onnx_export.serve.guards import check_prompt, generation_budget
 from latentsearch.onnx_export.serve.schemas import (
     AssistantMessage,
     ChatChoice,
@@ -82,12 +83,9 @@ async def chat_completions(body: ChatCompletionRequest, services: Services = Dep
     """Completion of a conversation by the configured chat LLM (default SmolLM2-135M-Instruct).
     `temperature: 0` is greedy and deterministic; `max_tokens` bounds the answer (finish_reason
     `length` when reached); `stop` strings cut it."""
-    limit = services.config.max_tokens_limit
-    budget = body.budget(min(DEFAULT_MAX_TOKENS, limit))  # no max_tokens: the default, within the limit
-    if budget > limit:
-        raise ApiError(413, f"max_tokens = {budget} is above this server's limit of {limit} (--max-tokens-limit)",
-                       "max_tokens_too_large")
+    budget = generation_budget(services, body.max_completion_tokens or body.max_tokens, DEFAULT_MAX_TOKENS)
     messages = [{"role": _ROLES.get(m.role, m.role), "content": m.text()} for m in body.messages]
+    check_prompt(services, [m["content"] for m in messages], "the messages")
     outputs = await services.generate(messages, max_tokens=budget, temperature=body.temperature,
                                       top_p=body.top_p, stops=body.stops(), n=body.n)
     created = int(time.time())

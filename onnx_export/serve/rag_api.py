@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from latentsearch.onnx_export.serve.errors import AUTH_ERRORS, BODY_ERRORS, MODEL_ERRORS, ApiError, _doc
+from latentsearch.onnx_export.serve.guards import IndexName, check_prompt, generation_budget, resolve_index
 from latentsearch.onnx_export.serve.security import require_api_key
 from latentsearch.onnx_export.serve.services import Services, get_services
 from latentsearch.query.rag import Answer, answer_from_passages, passages_from_hits
@@ -29,7 +30,7 @@ class RagRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     question: str = Field(min_length=1, description="The question, in natural language")
-    index: str | None = Field(None, description="Default: the server's configured index")
+    index: IndexName | None = Field(None, description="Default: the server's configured index")
     k: int | None = Field(None, ge=1, le=50, description="Context passages (default rag.k)")
     mode: Literal["dense", "hybrid"] = "dense"
     strictness: str | int = Field("auto", description="auto, strict, loose, none, an int or a percent")
@@ -52,8 +53,9 @@ class _ServerLLM:
 
 def _answer(services: Services, body: RagRequest, loop: asyncio.AbstractEventLoop) -> Answer:
     settings = services.settings
-    index = body.index or settings.index
-    config = settings.rag.model_copy(update={"max_new_tokens": body.max_tokens} if body.max_tokens else {})
+    index = resolve_index(services, body.index)
+    budget = generation_budget(services, body.max_tokens, settings.rag.max_new_tokens)
+    config = settings.rag.model_copy(update={"max_new_tokens": budget})
     embedder = services.blocking_embedder(loop)
     with services.backend_call():
         backend = services.backend()
@@ -76,4 +78,7 @@ async def rag(body: RagRequest, services: Services = Depends(get_services)) -> A
     """Retrieve (query rewriter), prompt the chat LLM with numbered passages tagged by doc id, keep the
     citations that point at retrieved passages; `supported: false` with a NOT IN CONTEXT text when the
     passages do not hold the answer."""
+    resolve_index(services, body.index)  # the checks that need no model or backend answer at once
+    generation_budget(services, body.max_tokens, services.settings.rag.max_new_tokens)
+    check_prompt(services, [body.question], "the question")
     return await run_in_threadpool(_answer, services, body, asyncio.get_running_loop())

@@ -215,7 +215,8 @@ class MentionsResponse(BaseModel):
 
 class SearchRequest(_Strict):
     query: Text = Field(max_length=4000, description="The question")
-    index: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9_\-.]*$", description="Default: the server's --index")
+    index: str | None = Field(None, min_length=1, max_length=255, pattern=r"^[a-z0-9][a-z0-9_\-.]*$",
+                              description="Default: the server's --index")
     k: int = Field(10, ge=1, le=1000)
     mode: SearchMode = "dense"
     filter: dict[str, Any] | None = Field(None, description="Extra Query-DSL filter (placed inside the k-NN clause)")

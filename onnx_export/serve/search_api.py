@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
 from latentsearch.onnx_export.serve.errors import AUTH_ERRORS, BODY_ERRORS, MODEL_ERRORS, ApiError, _doc
+from latentsearch.onnx_export.serve.guards import resolve_index
 from latentsearch.onnx_export.serve.schemas import SearchRequest, SearchResponse
 from latentsearch.onnx_export.serve.security import require_api_key
 from latentsearch.onnx_export.serve.services import Services, get_services
@@ -46,4 +47,4 @@ async def search(body: SearchRequest, services: Services = Depends(get_services)
     """Dense (k-NN), BM25 or hybrid search, one hit per document. Dense and hybrid use the query
     rewriter on an index with latent types (set `rewrite: false` for plain search)."""
     loop = asyncio.get_running_loop()
-    return await run_in_threadpool(_search, services, body, body.index or services.settings.index, loop)
+    return await run_in_threadpool(_search, services, body, resolve_index(services, body.index), loop)

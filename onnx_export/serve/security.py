@@ -24,8 +24,26 @@ async def require_api_key(
     if expected is None:
         return
     given = header_key or (credentials.credentials if credentials else None)
+    problem = key_problem(given, expected.get_secret_value())
+    if problem:
+        raise ApiError(401, problem[1], problem[0], headers={"WWW-Authenticate": "Bearer"})
+
+
+def key_problem(given: str | None, expected: str) -> tuple[str, str] | None:
+    """(code, message) when `given` is not the key; shared by the route dependency and the
+    middleware that answers before the body is read."""
     if given is None:
-        raise ApiError(401, "missing API key: send `Authorization: Bearer KEY` or `x-api-key: KEY`",
-                       "missing_api_key", headers={"WWW-Authenticate": "Bearer"})
-    if not secrets.compare_digest(given.encode(), expected.get_secret_value().encode()):
-        raise ApiError(401, "wrong API key", "invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+        return "missing_api_key", "missing API key: send `Authorization: Bearer KEY` or `x-api-key: KEY`"
+    if not secrets.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode()):
+        return "invalid_api_key", "wrong API key"
+    return None
+
+
+def key_from_headers(headers: dict[bytes, bytes]) -> str | None:
+    """The key as `require_api_key` reads it: x-api-key first, else a Bearer token."""
+    if headers.get(b"x-api-key"):
+        return headers[b"x-api-key"].decode("latin-1")
+    scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None

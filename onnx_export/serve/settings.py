@@ -25,7 +25,15 @@ class ServeConfig(BaseModel):
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="Larger request bodies get 413")
     max_inputs: int = Field(256, ge=1, description="Most texts per request (embeddings, extract, mentions); more get 413")
     max_types: int = Field(16, ge=1, description="Most latent entity types per /extract request")
-    max_tokens_limit: int = Field(512, ge=1, description="Largest max_tokens a chat request may ask for")
+    max_tokens_limit: int = Field(512, ge=1, description="Largest max_tokens a chat or /rag request may ask for")
+    max_prompt_chars: int = Field(16_000, ge=100, description="Most characters one request puts into LLM prompts "
+                                  "(chat messages, /rag question, /extract texts)")
+    body_timeout_s: float = Field(10.0, gt=0, description="A request body not fully received in this time gets 408")
+    header_timeout_s: float = Field(10.0, gt=0, description="A connection that sends no complete request head in "
+                                    "this time is closed")
+    keep_alive_s: float = Field(5.0, gt=0, description="Idle keep-alive connections are closed after this")
+    max_connections: int = Field(256, ge=1, description="Concurrent connections+requests; more get 503 (uvicorn "
+                                 "limit_concurrency)")
     preload: list[str] = Field(default_factory=lambda: ["embeddings"], description=f"Models loaded at start: {MODEL_KINDS}")
     mention_head: Path | None = Field(None, description="Mention projection head folder (default: the shipped one)")
     json_logs: bool = True

@@ -8,10 +8,13 @@ built (`create_vector_index`) and the filtered candidate set is large.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import threading
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ from typing import Any
 import lancedb
 import numpy as np
 import pyarrow as pa
+from filelock import FileLock, Timeout
 
 from latentsearch.backends.base import (
     BackendError,
@@ -26,10 +30,13 @@ from latentsearch.backends.base import (
     BulkItemResult,
     IndexNotFoundError,
     SearchBackend,
+    TransientBackendError,
     UnsupportedQueryError,
 )
 from latentsearch.backends.embedded import executor as ex
 from latentsearch.backends.embedded.layout import (
+    COLUMN_ENCODING,
+    LEGACY_COLUMN_ENCODING,
     IndexLayout,
     MapperParsingError,
     coerce,
@@ -44,6 +51,18 @@ from latentsearch.backends.embedded.snapshot import Snapshot, build_snapshot
 
 _META_DIR = "_latentsearch_indices"
 _INDEX_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-.")
+_INDEX_NAME_MAX = 255  # bytes, as in OpenSearch
+#: Field metadata key on the `_source` column holding the index body: the table's own copy of its
+#: meta file, from which a lost meta file is rebuilt.
+_BODY_KEY = b"latentsearch.index_body"
+#: Meta-file key (not part of the OpenSearch body): how field paths map to column names.
+_ENCODING_KEY = "column_encoding"
+
+#: Document limits (OpenSearch's index.mapping.* defaults where one exists); a document over a
+#: limit is rejected on its own, the rest of its bulk request lands.
+DEFAULT_MAX_DEPTH = 20
+DEFAULT_MAX_FIELDS = 1000
+DEFAULT_MAX_FIELD_CHARS = 100_000_000
 
 
 def _sql_str(value: str) -> str:
@@ -56,7 +75,7 @@ class _Index:
     def __init__(self, backend: EmbeddedBackend, name: str, body: dict[str, Any]):
         self.name = name
         self.body = body
-        self.layout: IndexLayout = parse_mapping(name, body.get("mappings", {}))
+        self.layout: IndexLayout = parse_mapping(name, body.get("mappings", {}), _encoding(body))
         self.main = backend.db.open_table(name)
         self.nested_tables = {p: backend.db.open_table(n.table) for p, n in self.layout.nested.items()}
         self._snapshot_key: tuple[int, ...] | None = None
@@ -94,11 +113,29 @@ class EmbeddedBackend(SearchBackend):
 
     kind = "embedded"
 
-    def __init__(self, path: str | Path, *, exact_search_max_candidates: int = ex.EXACT_SEARCH_MAX_CANDIDATES):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        exact_search_max_candidates: int = ex.EXACT_SEARCH_MAX_CANDIDATES,
+        lock_timeout_s: float = 120.0,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+        max_fields: int = DEFAULT_MAX_FIELDS,
+        max_field_chars: int = DEFAULT_MAX_FIELD_CHARS,
+    ):
         """`exact_search_max_candidates`: k-NN over at most this many (filtered) rows is exact;
-        above it the LanceDB vector index is used when one exists (see `create_vector_index`)."""
+        above it the LanceDB vector index is used when one exists (see `create_vector_index`).
+        `lock_timeout_s`: how long a write waits for another writer (any process) of the same index.
+        `max_depth` / `max_fields` / `max_field_chars`: per-document limits (nesting depth of objects
+        and arrays, leaf values, characters of one string or key); a document over one is rejected alone."""
         self.path = Path(path).expanduser()
         self.exact_search_max_candidates = exact_search_max_candidates
+        self.lock_timeout_s = lock_timeout_s
+        self.max_depth = max_depth
+        self.max_fields = max_fields
+        self.max_field_chars = max_field_chars
+        self._thread_locks: dict[str, threading.RLock] = {}
+        self._thread_locks_guard = threading.Lock()
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / _META_DIR).mkdir(exist_ok=True)
         # strong read consistency: every read sees writes made by other handles and processes
@@ -112,57 +149,146 @@ class EmbeddedBackend(SearchBackend):
 
     @staticmethod
     def _check_name(index: str) -> None:
-        if not index or not set(index) <= _INDEX_NAME_CHARS or index[0] in "-_." or "__" in index:
+        """Every method that takes an index name checks it: a name is also a file name here."""
+        if (not isinstance(index, str) or not index or not set(index) <= _INDEX_NAME_CHARS or index[0] in "-_."
+                or "__" in index or len(index.encode()) > _INDEX_NAME_MAX):
+            shown = repr(index) if isinstance(index, str) and len(index) <= 80 else f"{str(index)[:80]!r}..."
             raise BackendError(
-                f"invalid index name {index!r}: use lowercase letters, digits, '-', '_' or '.', "
-                "not starting with '-', '_' or '.', and without '__'",
+                f"invalid index name {shown}: use lowercase letters, digits, '-', '_' or '.', "
+                f"not starting with '-', '_' or '.', without '__', at most {_INDEX_NAME_MAX} characters",
                 error_type="invalid_index_name_exception",
             )
 
+    @contextlib.contextmanager
+    def write_lock(self, index: str) -> Iterator[None]:
+        """Serialise writers of one index across threads and processes (a file lock under the
+        database folder): Lance's optimistic commits would otherwise let two concurrent upserts of
+        the same `_id` both append."""
+        self._check_name(index)
+        with self._thread_locks_guard:
+            tlock = self._thread_locks.setdefault(index, threading.RLock())
+        if not tlock.acquire(timeout=self.lock_timeout_s):
+            raise self._lock_timeout(index)
+        try:
+            flock = FileLock(str(self.path / _META_DIR / f"{index}.lock"), thread_local=False)
+            try:
+                flock.acquire(timeout=self.lock_timeout_s)
+            except Timeout:
+                raise self._lock_timeout(index) from None
+            try:
+                yield
+            finally:
+                flock.release()
+        finally:
+            tlock.release()
+
+    def _lock_timeout(self, index: str) -> TransientBackendError:
+        return TransientBackendError(
+            f"index `{index}` is being written by another process or thread and stayed locked for "
+            f"{self.lock_timeout_s:g} s; retry later, or remove `{_META_DIR}/{index}.lock` in the database "
+            "folder if no writer is running"
+        )
+
     def index_exists(self, index: str) -> bool:
-        return self._meta_path(index).is_file()
+        self._check_name(index)
+        if self._meta_path(index).is_file():
+            return True
+        return self._recover_meta(index) is not None
+
+    def _write_meta(self, index: str, body: dict[str, Any]) -> None:
+        """Atomic (temp file + rename), and mirrored into the table's own field metadata."""
+        path = self._meta_path(index)
+        tmp = path.with_name(f".{index}.json.tmp")
+        tmp.write_text(json.dumps(body, indent=1), encoding="utf-8")
+        os.replace(tmp, path)
+        if index in self._table_names():
+            table = self.db.open_table(index)
+            try:
+                with warnings.catch_warnings():  # deprecated for update_field_metadata, which is not usable yet
+                    warnings.simplefilter("ignore")
+                    table.replace_field_metadata("_source", {_BODY_KEY.decode(): json.dumps(body)})
+            except Exception:  # the meta file stays authoritative; the mirror is best effort
+                pass
+
+    def _recover_meta(self, index: str) -> dict[str, Any] | None:
+        """A table whose meta file is gone: rebuild the meta file from the body mirrored in the
+        table's schema. Tables from older versions (no mirror) refuse with a repair hint."""
+        if index not in self._table_names():
+            return None
+        table = self.db.open_table(index)
+        meta = table.schema.field("_source").metadata or {}
+        raw = meta.get(_BODY_KEY)
+        if raw is None:
+            raise BackendError(
+                f"index `{index}` has a table but its meta file `{_META_DIR}/{index}.json` is missing, and the "
+                "table (written by an older version) holds no copy of it: restore the file from a backup, or "
+                "run `latentsearch doctor --index <name> --repair`, which rebuilds it from the columns",
+                status=500, error_type="index_meta_missing_exception",
+            )
+        body = json.loads(raw)
+        path = self._meta_path(index)
+        tmp = path.with_name(f".{index}.json.tmp")
+        tmp.write_text(json.dumps(body, indent=1), encoding="utf-8")
+        os.replace(tmp, path)
+        return body
 
     def create_index(self, index: str, body: dict[str, Any], *, exist_ok: bool = False) -> bool:
         self._check_name(index)
-        if self.index_exists(index):
-            if exist_ok:
-                return False
-            raise BackendError(f"index `{index}` already exists", error_type="resource_already_exists_exception")
-        body = dict(body or {})
-        unknown = set(body) - {"settings", "mappings", "aliases"}
-        if unknown:
-            raise BackendError(f"unknown create-index keys {sorted(unknown)}; expected settings, mappings")
-        layout = parse_mapping(index, body.get("mappings", {}))
-        self.db.create_table(index, schema=layout.arrow_schema(), mode="overwrite")
-        for nested in layout.nested.values():
-            self.db.create_table(nested.table, schema=nested.arrow_schema(), mode="overwrite")
-        self._meta_path(index).write_text(json.dumps(body, indent=1), encoding="utf-8")
-        self._open.pop(index, None)
-        return True
+        with self.write_lock(index):
+            if self.index_exists(index):
+                if exist_ok:
+                    return False
+                raise BackendError(f"index `{index}` already exists", error_type="resource_already_exists_exception")
+            body = dict(body or {})
+            unknown = set(body) - {"settings", "mappings", "aliases"}
+            if unknown:
+                raise BackendError(f"unknown create-index keys {sorted(unknown)}; expected settings, mappings")
+            layout = parse_mapping(index, body.get("mappings", {}))
+            body[_ENCODING_KEY] = COLUMN_ENCODING
+            schema = layout.arrow_schema()
+            i = schema.get_field_index("_source")
+            schema = schema.set(i, schema.field(i).with_metadata({_BODY_KEY: json.dumps(body).encode()}))
+            # never "overwrite": a table that exists here belongs to an index whose meta is damaged
+            self.db.create_table(index, schema=schema, mode="create")
+            for nested in layout.nested.values():
+                self.db.create_table(nested.table, schema=nested.arrow_schema(), mode="overwrite")
+            self._write_meta(index, body)
+            self._open.pop(index, None)
+            return True
 
     def _index(self, index: str) -> _Index:
         idx = self._open.get(index)
         if idx is None:
+            self._check_name(index)
             path = self._meta_path(index)
             if not path.is_file():
-                raise IndexNotFoundError(index)
+                body = self._recover_meta(index)
+                if body is None:
+                    raise IndexNotFoundError(index)
             idx = _Index(self, index, json.loads(path.read_text(encoding="utf-8")))
             self._open[index] = idx
         return idx
 
     def delete_index(self, index: str, *, missing_ok: bool = True) -> bool:
-        if not self.index_exists(index):
-            if missing_ok:
-                return False
-            raise IndexNotFoundError(index)
-        layout = parse_mapping(index, json.loads(self._meta_path(index).read_text()).get("mappings", {}))
-        existing = set(self._table_names())
-        for name in [index, *(n.table for n in layout.nested.values())]:
-            if name in existing:
-                self.db.drop_table(name)
-        self._meta_path(index).unlink()
-        self._open.pop(index, None)
-        return True
+        self._check_name(index)
+        with self.write_lock(index):
+            if not self._meta_path(index).is_file():
+                if index in self._table_names():  # a table whose meta file is lost: drop what is known
+                    self.db.drop_table(index)
+                    self._open.pop(index, None)
+                    return True
+                if missing_ok:
+                    return False
+                raise IndexNotFoundError(index)
+            body = json.loads(self._meta_path(index).read_text(encoding="utf-8"))
+            layout = parse_mapping(index, body.get("mappings", {}), _encoding(body))
+            existing = set(self._table_names())
+            for name in [index, *(n.table for n in layout.nested.values())]:
+                if name in existing:
+                    self.db.drop_table(name)
+            self._meta_path(index).unlink()
+            self._open.pop(index, None)
+            return True
 
     def _table_names(self) -> list[str]:
         result = self.db.list_tables()
@@ -181,7 +307,13 @@ class EmbeddedBackend(SearchBackend):
     # ------------------------------------------------------------ writes
 
     def bulk(self, index: str, actions: Sequence[BulkAction], *, refresh: bool = False) -> list[BulkItemResult]:
-        idx = self._apply_dynamic_mapping(self._index(index), actions)
+        """Upsert/delete by id under the index's write lock; a document that fails (mapping, encoding,
+        limits) gets its own error item, the rest of the request lands."""
+        with self.write_lock(index):
+            return self._bulk(index, actions, refresh)
+
+    def _bulk(self, index: str, actions: Sequence[BulkAction], refresh: bool) -> list[BulkItemResult]:
+        idx, refused = self._apply_dynamic_mapping(self._index(index), actions)
         results: list[BulkItemResult | None] = [None] * len(actions)
         rows: dict[str, dict[str, Any]] = {}  # last write per id wins, like sequential bulk
         nested_rows: dict[str, dict[str, list[dict[str, Any]]]] = {}
@@ -197,6 +329,10 @@ class EmbeddedBackend(SearchBackend):
             if action.op != "index":
                 results[i] = BulkItemResult(doc_id, 400, f"unsupported bulk op {action.op!r}", "illegal_argument_exception")
                 continue
+            if i in refused:
+                err = refused[i]
+                results[i] = BulkItemResult(doc_id, err.status, str(err), err.error_type)
+                continue
             try:
                 row, nested = self._row(idx, doc_id, action.source)
             except MapperParsingError as err:
@@ -211,37 +347,81 @@ class EmbeddedBackend(SearchBackend):
             self.refresh(index)
         return [r for r in results if r is not None]
 
-    def _apply_dynamic_mapping(self, idx: _Index, actions: Sequence[BulkAction]) -> _Index:
+    def _apply_dynamic_mapping(
+        self, idx: _Index, actions: Sequence[BulkAction]
+    ) -> tuple[_Index, dict[int, MapperParsingError]]:
         """Map unmapped fields the way OpenSearch's dynamic mapping does, adding columns as needed.
+        Each document's additions are validated (limits, encoding, column collisions) before anything
+        is persisted; a document whose additions fail is refused alone (returned by action number).
         Documents a strict mapping rejects are left for `_row` to report per item."""
         # another handle or process may have added fields since we opened the index: reopen from disk
         if json.loads(self._meta_path(idx.name).read_text(encoding="utf-8")) != idx.body:
             self._open.pop(idx.name, None)
             idx = self._index(idx.name)
-        mappings = idx.body.setdefault("mappings", {})
-        additions: dict[str, Any] = {}
-        for action in actions:
-            if action.op == "index" and isinstance(action.source, dict):
-                try:  # later documents do not override a type an earlier one set (as in OpenSearch)
-                    merge_properties(additions, dynamic_additions(mappings, expand_dots(action.source)))
-                except MapperParsingError:
+        body = json.loads(json.dumps(idx.body))  # a copy: idx.body changes only once the update is valid
+        mappings = body.setdefault("mappings", {})
+        refused: dict[int, MapperParsingError] = {}
+        changed = False
+        for i, action in enumerate(actions):
+            if action.op != "index" or not isinstance(action.source, dict):
+                continue
+            try:
+                self._check_document(action.source)
+                doc_additions = dynamic_additions(mappings, expand_dots(action.source))
+                if not doc_additions:
                     continue
-        if not additions:
-            return idx
-        merge_properties(mappings.setdefault("properties", {}), additions)
-        new_layout = parse_mapping(idx.name, mappings)
+                trial = json.loads(json.dumps(mappings))
+                # later documents do not override a type an earlier one set (as in OpenSearch)
+                merge_properties(trial.setdefault("properties", {}), doc_additions)
+                parse_mapping(idx.name, trial, _encoding(body))  # collisions, unsupported types
+            except MapperParsingError as err:
+                refused[i] = err
+                continue
+            except (RecursionError, ValueError) as err:
+                refused[i] = MapperParsingError(f"document cannot be mapped: {err}")
+                continue
+            body["mappings"] = mappings = trial
+            changed = True
+        if not changed:
+            return idx, refused
+        new_layout = parse_mapping(idx.name, mappings, _encoding(body))
         existing = set(idx.main.schema.names)
         new_fields = [pa.field(f.column, f.arrow_type()) for f in new_layout.fields.values() if f.column not in existing]
         if new_fields:
             idx.main.add_columns(new_fields)
-        self._meta_path(idx.name).write_text(json.dumps(idx.body, indent=1), encoding="utf-8")
+        self._write_meta(idx.name, body)
         self._open.pop(idx.name, None)
-        return self._index(idx.name)
+        return self._index(idx.name), refused
+
+    def _check_document(self, source: Any) -> None:
+        """Limits and encoding, checked without recursion (a 900-deep document must not blow the
+        stack): every string and key must be valid Unicode (no lone surrogates)."""
+        stack: list[tuple[Any, int]] = [(source, 0)]
+        leaves = 0
+        while stack:
+            value, depth = stack.pop()
+            if isinstance(value, dict):
+                if depth >= self.max_depth:
+                    raise MapperParsingError(f"document nests deeper than the limit of {self.max_depth} levels")
+                for k, v in value.items():
+                    _check_string(k, "a field name", self.max_field_chars)
+                    stack.append((v, depth + 1))
+            elif isinstance(value, list):
+                if depth >= self.max_depth:
+                    raise MapperParsingError(f"document nests deeper than the limit of {self.max_depth} levels")
+                stack.extend((v, depth + 1) for v in value)
+            else:
+                leaves += 1
+                if leaves > self.max_fields:
+                    raise MapperParsingError(f"document has more than the limit of {self.max_fields} values")
+                if isinstance(value, str):
+                    _check_string(value, "a value", self.max_field_chars)
 
     def _row(self, idx: _Index, doc_id: str, source: Any) -> tuple[dict[str, Any], dict[str, list]]:
         layout = idx.layout
         if not isinstance(source, dict):
             raise MapperParsingError(f"document `{doc_id}` must be a JSON object, got {type(source).__name__}")
+        _check_string(doc_id, "the document id", 512)  # the source passed _check_document in _apply_dynamic_mapping
         source = expand_dots(source)
         dynamic_additions(idx.body.get("mappings", {}), source)  # raises for fields a strict mapping refuses
         row: dict[str, Any] = {"_id": doc_id, "_source": json.dumps(strip_vectors(source, layout), ensure_ascii=False)}
@@ -294,6 +474,10 @@ class EmbeddedBackend(SearchBackend):
 
     def refresh(self, index: str) -> None:
         """Writes are visible at once; this compacts small fragments (cheap when few)."""
+        with self.write_lock(index):
+            self._refresh(index)
+
+    def _refresh(self, index: str) -> None:
         idx = self._index(index)
         for table in [idx.main, *idx.nested_tables.values()]:
             try:
@@ -317,7 +501,8 @@ class EmbeddedBackend(SearchBackend):
         metric = {"cosinesimil": "cosine", "l2": "l2", "innerproduct": "dot"}.get(spec.space_type)
         if metric is None:
             raise BackendError(f"no ANN index for space `{spec.space_type}`; exact search is used")
-        idx.main.create_index(spec.column, config=IvfHnswSq(distance_type=metric), replace=True)
+        with self.write_lock(index):
+            idx.main.create_index(spec.column, config=IvfHnswSq(distance_type=metric), replace=True)
         return True
 
     # ------------------------------------------------------------ reads
@@ -515,6 +700,23 @@ class EmbeddedBackend(SearchBackend):
                 }
             }
         return out
+
+
+def _encoding(body: dict[str, Any]) -> int:
+    """Indexes created before issue 14 have no encoding key: their columns use the legacy names."""
+    return int(body.get(_ENCODING_KEY, LEGACY_COLUMN_ENCODING))
+
+
+def _check_string(value: str, what: str, max_chars: int) -> None:
+    if len(value) > max_chars:
+        raise MapperParsingError(f"{what} is longer than the limit of {max_chars} characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise MapperParsingError(
+            f"{what} `{value[:40].encode('utf-8', 'backslashreplace').decode()}` is not valid Unicode "
+            f"(lone surrogate {value[err.start].encode('utf-8', 'surrogatepass').hex()} at character {err.start})"
+        ) from None
 
 
 def _vector_json(vec: np.ndarray) -> list[float]:

@@ -120,8 +120,55 @@ class IndexLayout:
         return spec
 
 
-def column_name(path: str) -> str:
-    return "f__" + re.sub(r"[^A-Za-z0-9_]", "_", path.replace(".", "__"))
+#: Column-name encodings. 1 (indexes written before issue 14) maps `pub-date` and `pub_date` to one
+#: column; 2 is injective and reversible, so no two field paths can share a column.
+LEGACY_COLUMN_ENCODING = 1
+COLUMN_ENCODING = 2
+
+
+def column_name(path: str, encoding: int = COLUMN_ENCODING) -> str:
+    """The column of a field path. Encoding 2: letters/digits kept, `.` -> `__`, `_` -> `_u`,
+    any other character -> `_x<hex>_` (each escape starts `_` + a distinct letter: decodable)."""
+    if encoding == LEGACY_COLUMN_ENCODING:
+        return "f__" + re.sub(r"[^A-Za-z0-9_]", "_", path.replace(".", "__"))
+    out = []
+    for ch in path:
+        if ch.isascii() and ch.isalnum():
+            out.append(ch)
+        elif ch == ".":
+            out.append("__")
+        elif ch == "_":
+            out.append("_u")
+        else:
+            out.append(f"_x{ord(ch):x}_")
+    return "f__" + "".join(out)
+
+
+def field_path(column: str) -> str:
+    """The inverse of `column_name` (encoding 2)."""
+    if not column.startswith("f__"):
+        raise ValueError(f"not a field column: {column!r}")
+    s, out, i = column[3:], [], 0
+    while i < len(s):
+        ch = s[i]
+        if ch != "_":
+            out.append(ch)
+            i += 1
+            continue
+        tag = s[i + 1]
+        if tag == "_":
+            out.append(".")
+            i += 2
+        elif tag == "u":
+            out.append("_")
+            i += 2
+        elif tag == "x":
+            end = s.index("_", i + 2)
+            out.append(chr(int(s[i + 2 : end], 16)))
+            i = end + 1
+        else:
+            raise ValueError(f"not a field column: {column!r}")
+    return "".join(out)
 
 
 def _knn_params(prop: dict[str, Any], path: str) -> tuple[int, str]:
@@ -136,9 +183,13 @@ def _knn_params(prop: dict[str, Any], path: str) -> tuple[int, str]:
     return dimension, space
 
 
-def parse_mapping(index: str, mappings: dict[str, Any]) -> IndexLayout:
-    """Parse an OpenSearch `mappings` object; unsupported field types fail loudly."""
+def parse_mapping(index: str, mappings: dict[str, Any], encoding: int = COLUMN_ENCODING) -> IndexLayout:
+    """Parse an OpenSearch `mappings` object; unsupported field types and two fields that would
+    share one column fail loudly (before anything is persisted)."""
     layout = IndexLayout(name=index)
+
+    def column_name(path: str) -> str:
+        return _column_name(path, encoding)
 
     def walk(props: dict[str, Any], prefix: str, target: dict[str, FieldSpec], nested_ok: bool) -> None:
         for name, prop in props.items():
@@ -174,6 +225,15 @@ def parse_mapping(index: str, mappings: dict[str, Any]) -> IndexLayout:
                 )
 
     walk(mappings.get("properties", {}), "", layout.fields, nested_ok=True)
+    for fields in [layout.fields, *(n.fields for n in layout.nested.values())]:
+        seen: dict[str, str] = {}
+        for path, spec in fields.items():
+            other = seen.setdefault(spec.column, path)
+            if other != path:
+                raise MapperParsingError(
+                    f"fields `{other}` and `{path}` would share the column `{spec.column}` in this index "
+                    "(written by an older version); rename one of the fields, or re-create the index"
+                )
     return layout
 
 
@@ -429,3 +489,6 @@ def merge_properties(target: dict[str, Any], additions: dict[str, Any]) -> None:
             target[key] = prop
         elif "properties" in prop:
             merge_properties(target[key].setdefault("properties", {}), prop["properties"])
+
+
+_column_name = column_name
