@@ -143,6 +143,9 @@ class ModelsConfig(_Strict):
         "default", description="LoRA adapter folder for the extractor; `default` = the shipped one, `none` = base "
         "model; an `export-onnx` folder = the LLM with its adapter merged, run by onnxruntime"
     )
+    extractor_int8: bool = Field(
+        False, description="int8 dynamic quantisation of the extractor's Linear layers (PyTorch on CPU)"
+    )
     extractor_url: str | None = Field(
         None, description="OpenAI-compatible API root (e.g. `latentsearch serve`'s http://host:8000/v1, vLLM, a "
         "hosted API): latent extraction, at ingest and for questions, runs there instead of in-process"

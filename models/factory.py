@@ -73,6 +73,8 @@ def extractor_from_settings(models: ModelsConfig, device: str | None = None, **k
         return cached(cache_key, lambda: RemoteExtractor(  # type: ignore[return-value]
             models.extractor_url, model, key, models.extractor_concurrency,  # type: ignore[arg-type]
             tokenizer=_tokenizer(models.llm), **kwargs))
+    if models.extractor_int8:
+        kwargs["int8"] = True  # type: ignore[assignment]
     return get_extractor(models.llm, models.extractor_adapter, device or models.device, **kwargs)
 
 
