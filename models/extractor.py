@@ -313,6 +313,8 @@ class LatentEntityExtractor:
         tok.padding_side = "right"
         eos = tok.eos_token or ""
         best: list[str] = []
+        if self.prompt_format == "text-first":
+            return [self._choose_shared(text, text_type, latent_entity_type, options, instruction) for text in texts]
         for text in texts:
             prompt = self.prompt(text, text_type, latent_entity_type, instruction, options)
             n_prompt = len(tok(prompt, add_special_tokens=False)["input_ids"])
@@ -327,6 +329,34 @@ class LatentEntityExtractor:
             scores = (logp * mask).sum(1) / mask.sum(1).clamp(min=1)
             best.append(options[int(scores.argmax())])
         return best
+
+    def _choose_shared(self, text: str, text_type: str, latent_entity_type: str, options: Sequence[str],
+                       instruction: int) -> str:
+        """`choose` for one text with the text run once: its KV cache is repeated for every option row."""
+        import torch
+
+        tok = self.lm.tokenizer
+        prefix, suffix = self.prompt_parts(text, text_type, latent_entity_type, instruction, options)
+        p_ids = torch.tensor([self._ids(prefix)], device=self.device)
+        n_suffix = len(self._ids(suffix))
+        tok.padding_side = "right"
+        enc = tok([suffix + opt + (tok.eos_token or "") for opt in options], return_tensors="pt", padding=True,
+                  add_special_tokens=False).to(self.device)
+        p_len = p_ids.shape[1]
+        with torch.inference_mode():
+            cache = self.lm.model(input_ids=p_ids, use_cache=True).past_key_values
+            cache.batch_repeat_interleave(len(options))
+            mask = torch.cat([torch.ones((len(options), p_len), dtype=enc["attention_mask"].dtype,
+                                         device=self.device), enc["attention_mask"]], 1)
+            pos = (p_len + torch.arange(enc["input_ids"].shape[1], device=self.device)).expand(len(options), -1)
+            logits = self.lm.model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=pos,
+                                   past_key_values=cache).logits[:, :-1].float()
+        targets = enc["input_ids"][:, 1:]
+        logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        keep = enc["attention_mask"][:, 1:].clone()
+        keep[:, : n_suffix - 1] = 0  # score the option (and its end token) only
+        scores = (logp * keep).sum(1) / keep.sum(1).clamp(min=1)
+        return options[int(scores.argmax())]
 
 
 def _resolve_adapter(adapter: str | Path | None) -> Path | None:

@@ -165,3 +165,12 @@ def test_killed_endpoint_mid_ingest_loses_nothing(home: Path, scifact_sample: Pa
     texts = [h["_source"]["text"] for h in hits]
     expected = get_extractor().extract(texts, "biomedical abstract", TYPE)
     assert [h["_source"].get("latent", {}).get(TYPE, []) for h in hits] == expected
+
+
+def test_constrained_answers_map_onto_an_option() -> None:
+    from latentsearch.models.remote_extractor import closest_option
+
+    options = ["randomized controlled trial", "cohort study", "case report"]
+    assert closest_option("Cohort study.", options) == "cohort study"  # normalised exact match
+    assert closest_option("It is a case report of one patient", options) == "case report"  # named inside
+    assert closest_option("randomised controled trial", options) == "randomized controlled trial"  # closest

@@ -63,3 +63,31 @@ def test_shared_prefix_gives_what_one_extract_per_type_gives(scifact_sample: Pat
     per_type = [ex.extract(texts, "biomedical abstract", name) for name, _ in types]
     assert ex.extract_types(texts, "biomedical abstract", types) == per_type
     assert any(v for row in per_type for v in row)
+
+
+def test_shared_prefix_option_scoring_matches_the_full_prompts(scifact_sample: Path) -> None:
+    from latentsearch.models.extractor import LatentEntityExtractor
+
+    texts = [json.loads(line)["text"][:300] for line in scifact_sample.read_text().splitlines()[2:4]]
+    options = ["cancer", "diabetes", "infection", "heart disease"]
+    ex = LatentEntityExtractor(prompt_format="text-first")
+    shared = ex.choose(texts, "biomedical abstract", "disease", options)  # prefix once, its cache per option
+    prompts = [ex.prompt(t, "biomedical abstract", "disease", 0, options) for t in texts]
+    assert shared == [_score_full(ex, p, options) for p in prompts]  # whole prompt + option per row
+
+
+def _score_full(ex, prompt: str, options: list[str]) -> str:
+    """The original scorer on one given prompt: every option appended, mean token log-likelihood."""
+    import torch
+
+    tok = ex.lm.tokenizer
+    tok.padding_side = "right"
+    n_prompt = len(tok(prompt, add_special_tokens=False)["input_ids"])
+    enc = tok([prompt + o + tok.eos_token for o in options], return_tensors="pt", padding=True,
+              add_special_tokens=False)
+    with torch.inference_mode():
+        logits = ex.lm.model(**enc).logits[:, :-1].float()
+    logp = torch.log_softmax(logits, -1).gather(-1, enc["input_ids"][:, 1:].unsqueeze(-1)).squeeze(-1)
+    mask = enc["attention_mask"][:, 1:].clone()
+    mask[:, : n_prompt - 1] = 0
+    return options[int(((logp * mask).sum(1) / mask.sum(1)).argmax())]
