@@ -89,10 +89,9 @@ def default_processors(settings: Settings, embedder: Embedder) -> list[Processor
     processors: list[Processor] = [EmbeddingProcessor(embedder, batch_size=settings.ingest.embed_batch_size)]
     if settings.ingest.latent and settings.entities.latent_types:
         from latentsearch.ingest.processors import LatentEntityProcessor
-        from latentsearch.models.factory import get_extractor
+        from latentsearch.models.factory import extractor_from_settings
 
-        extractor = get_extractor(settings.models.llm, settings.models.extractor_adapter, settings.models.device,
-                                  batch_size=settings.ingest.extract_batch_size)
+        extractor = extractor_from_settings(settings.models, batch_size=settings.ingest.extract_batch_size)
         processors.append(LatentEntityProcessor(extractor, settings.entities, input=settings.ingest.latent_input))
     if settings.ingest.mentions:  # per-mention type-aware vectors, off by default: an LLM pass per chunk
         from latentsearch.ingest.mentions import mention_processor

@@ -120,8 +120,14 @@ class LatentEntityProcessor(Processor):
 
     def compute(self, texts: list[str]) -> list[Any]:
         out: list[dict[str, list[str]]] = [{} for _ in texts]
-        for etype in self.schema.latent_types:
-            values = self.extractor.extract(texts, self.schema.text_type, etype.prompt_name, options=etype.options)
+        types = self.schema.latent_types
+        if hasattr(self.extractor, "extract_types"):  # all types of a text at once (shared-prefix KV cache)
+            per_type = self.extractor.extract_types(texts, self.schema.text_type,
+                                                    [(t.prompt_name, t.options) for t in types])
+        else:
+            per_type = [self.extractor.extract(texts, self.schema.text_type, t.prompt_name, options=t.options)
+                        for t in types]
+        for etype, values in zip(types, per_type):
             for row, vals in zip(out, values):
                 row[etype.name] = vals
         return out

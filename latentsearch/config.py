@@ -149,6 +149,19 @@ class ModelsConfig(_Strict):
         "default", description="LoRA adapter folder for the extractor; `default` = the shipped one, `none` = base "
         "model; an `export-onnx` folder = the LLM with its adapter merged, run by onnxruntime"
     )
+    extractor_int8: bool = Field(
+        False, description="int8 dynamic quantisation of the extractor's Linear layers (PyTorch on CPU)"
+    )
+    extractor_url: str | None = Field(
+        None, description="OpenAI-compatible API root (e.g. `latentsearch serve`'s http://host:8000/v1, vLLM, a "
+        "hosted API): latent extraction, at ingest and for questions, runs there instead of in-process"
+    )
+    extractor_model: str | None = Field(
+        None, description="Model name sent to `extractor_url`; default `<llm>+<adapter folder name>`, the name "
+        "under which `latentsearch serve` answers with the adapter-merged extractor"
+    )
+    extractor_api_key: SecretStr | None = None
+    extractor_concurrency: int = Field(4, ge=1, le=256, description="Requests in flight to `extractor_url`")
     mention_head: str = Field("default", description="Mention projection head folder; `default` = the shipped one")
     kb: str | None = Field(None, description="Entity-linking knowledge base (JSONL of {id, name, aliases, "
                            "description, type}); needed by `ingest.links` and `latentsearch link`")

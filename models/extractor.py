@@ -37,17 +37,45 @@ _PREFIX = re.compile(
 _SPLIT = re.compile(r"\s*(?:[,;/|\n]|\s+&\s+)\s*")
 
 
-def user_message(
-    text: str, text_type: str, latent_entity_type: str, instruction: int = 0, options: Sequence[str] | None = None
-) -> str:
-    """The user turn: one of the five instructions, then the text (and the options, if any)."""
+PROMPT_FORMATS = ("instruction-first", "text-first")
+FORMAT_FILE = "lentex.json"  # in an adapter folder: {"prompt_format": ...}; absent = instruction-first
+
+
+def message_parts(
+    text: str, text_type: str, latent_entity_type: str, instruction: int = 0, options: Sequence[str] | None = None,
+    prompt_format: str = "instruction-first",
+) -> tuple[str, str]:
+    """The user turn as (head, tail). `instruction-first` (the original adapter's): the instruction, then the
+    text. `text-first`: the text, then the instruction, so every type of one text shares the head and its
+    KV cache (shared-prefix extraction)."""
+    if prompt_format not in PROMPT_FORMATS:
+        raise ValueError(f"unknown prompt format {prompt_format!r}; supported: {', '.join(PROMPT_FORMATS)}")
     head = INSTRUCTIONS[instruction % len(INSTRUCTIONS)].format(
         text_type=text_type, latent_entity_type=latent_entity_type
     )
-    body = f"{head}\n\n{text_type[:1].upper()}{text_type[1:]}: {text.strip()}"
-    if options:
-        body += "\n\nAnswer with one of: " + "; ".join(options)
-    return body
+    labelled = f"{text_type[:1].upper()}{text_type[1:]}: {text.strip()}"
+    choices = "\n\nAnswer with one of: " + "; ".join(options) if options else ""
+    if prompt_format == "text-first":  # split before the blank line: "\n\n" tokenises the same on both sides
+        return labelled, f"\n\n{head}{choices}"
+    return f"{head}\n\n{labelled}", choices
+
+
+def user_message(
+    text: str, text_type: str, latent_entity_type: str, instruction: int = 0, options: Sequence[str] | None = None,
+    prompt_format: str = "instruction-first",
+) -> str:
+    """The user turn: one of the five instructions and the text (and the options, if any), in `prompt_format`."""
+    return "".join(message_parts(text, text_type, latent_entity_type, instruction, options, prompt_format))
+
+
+def adapter_prompt_format(adapter: Path | None) -> str:
+    """The prompt format an adapter was trained with (its lentex.json); the base model and older adapters:
+    instruction-first."""
+    if adapter is None or not (adapter / FORMAT_FILE).is_file():
+        return "instruction-first"
+    import json
+
+    return json.loads((adapter / FORMAT_FILE).read_text())["prompt_format"]
 
 
 def normalize_answer(raw: str, max_values: int = 3) -> list[str]:
@@ -72,6 +100,9 @@ def normalize_answer(raw: str, max_values: int = 3) -> list[str]:
 class LatentEntityExtractor:
     """Batched latent entity extraction with any chat causal LM (optionally + a LoRA adapter)."""
 
+    prompt_format: str = "instruction-first"  # from the adapter folder's lentex.json
+    int8: bool = False
+
     def __init__(
         self,
         model: str = SMOLLM2,
@@ -81,15 +112,34 @@ class LatentEntityExtractor:
         max_input_tokens: int = 384,
         max_values: int = 3,
         batch_size: int = 16,
+        int8: bool = False,
+        prompt_format: str | None = None,
     ):
         self.model_name = model
         self.adapter = _resolve_adapter(adapter)
+        self.prompt_format = prompt_format or adapter_prompt_format(self.adapter)
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise ValueError(f"unknown prompt format {self.prompt_format!r}; supported: {', '.join(PROMPT_FORMATS)}")
+        self.int8 = int8
         self.device = device
         self.max_new_tokens = max_new_tokens
         self.max_input_tokens = max_input_tokens
         self.max_values = max_values
         self.batch_size = batch_size
         self.lm = self._load()
+        if int8:
+            self.lm = self._quantized(self.lm)
+
+    @staticmethod
+    def _quantized(lm: LoadedLM) -> LoadedLM:
+        """int8 dynamic quantisation of every Linear layer (CPU): weights int8, activations quantised per call.
+        A copy: the float model in the registry stays as it is for its other users."""
+        import copy
+
+        import torch
+
+        model = torch.ao.quantization.quantize_dynamic(copy.deepcopy(lm.model), {torch.nn.Linear}, dtype=torch.qint8)
+        return LoadedLM(name=f"{lm.name}:int8", model=model, tokenizer=lm.tokenizer, device=lm.device)
 
     def _load(self) -> LoadedLM:
         if self.adapter is None:
@@ -118,7 +168,10 @@ class LatentEntityExtractor:
             weights = self.adapter / "adapter_model.safetensors"
             digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16] if weights.exists() else "none"
             adapter = f"{self.adapter.name}:{digest}"  # retraining changes the weights, hence the cache key
-        return f"lentex:{self.model_name}:{adapter}:{self.max_new_tokens}:{self.max_input_tokens}:{self.max_values}"
+        runtime = ":int8" if self.int8 else ""
+        fmt = ":text-first" if self.prompt_format == "text-first" else ""
+        return (f"lentex:{self.model_name}:{adapter}:{self.max_new_tokens}:{self.max_input_tokens}:"
+                f"{self.max_values}{runtime}{fmt}")
 
     def _clip(self, text: str) -> str:
         ids = self.lm.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -128,10 +181,87 @@ class LatentEntityExtractor:
 
     def prompt(self, text: str, text_type: str, latent_entity_type: str, instruction: int = 0,
                options: Sequence[str] | None = None) -> str:
-        message = user_message(self._clip(text), text_type, latent_entity_type, instruction, options)
-        return self.lm.tokenizer.apply_chat_template(
-            [{"role": "user", "content": message}], tokenize=False, add_generation_prompt=True
+        return "".join(self.prompt_parts(text, text_type, latent_entity_type, instruction, options))
+
+    def prompt_parts(self, text: str, text_type: str, latent_entity_type: str, instruction: int = 0,
+                     options: Sequence[str] | None = None) -> tuple[str, str]:
+        """The chat prompt split where the type-specific part starts: (shared prefix, per-type suffix)."""
+        head, tail = message_parts(self._clip(text), text_type, latent_entity_type, instruction, options,
+                                   self.prompt_format)
+        full = self.lm.tokenizer.apply_chat_template(
+            [{"role": "user", "content": head + tail}], tokenize=False, add_generation_prompt=True
         )
+        cut = full.index(head) + len(head)
+        return full[:cut], full[cut:]
+
+    def _ids(self, text: str) -> list[int]:
+        return self.lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def extract_types(
+        self, texts: Sequence[str], text_type: str, types: Sequence[tuple[str, Sequence[str] | None]],
+        instruction: int = 0,
+    ) -> list[list[list[str]]]:
+        """Every (type, options) for every text: out[type][text] = values. With a text-first adapter the text
+        is run once per chunk and its KV cache reused for all types (shared-prefix extraction); otherwise
+        one `extract` per type."""
+        if self.prompt_format != "text-first" or not texts:
+            return [self.extract(texts, text_type, name, options=opts, instruction=instruction) for name, opts in types]
+        out: list[list[list[str]]] = [[[] for _ in texts] for _ in types]
+        free = [t for t, (_, opts) in enumerate(types) if not opts]
+        per_group = max(1, self.batch_size // max(1, len(free)))  # rows per generate ~ batch_size
+        for i in range(0, len(texts), per_group):
+            group = list(texts[i : i + per_group])
+            if free:
+                raws = self._generate_shared(group, text_type, [types[t][0] for t in free], instruction)
+                for j, t in enumerate(free):
+                    for k in range(len(group)):
+                        out[t][i + k] = normalize_answer(raws[k][j], self.max_values)
+        for t, (name, opts) in enumerate(types):
+            if opts:
+                out[t] = [[o] for o in self.choose(texts, text_type, name, opts, instruction)]
+        return out
+
+    def _generate_shared(self, texts: list[str], text_type: str, type_names: list[str],
+                         instruction: int) -> list[list[str]]:
+        """Greedy answers [text][type]: the prefixes (left-padded) run once, their cache is repeated per type,
+        the type suffixes follow (padded in the middle; positions come from the attention mask)."""
+        import torch
+
+        tok = self.lm.tokenizer
+        pad = tok.pad_token_id
+        prefixes, suffixes = [], []
+        for text in texts:
+            parts = [self.prompt_parts(text, text_type, name, instruction) for name in type_names]
+            prefixes.append(self._ids(parts[0][0]))
+            suffixes.append([self._ids(suffix) for _, suffix in parts])
+        n_types = len(type_names)
+        p_len = max(len(p) for p in prefixes)
+        s_len = max(len(s) for row in suffixes for s in row)
+        p_ids = torch.full((len(texts), p_len), pad, dtype=torch.long)
+        p_mask = torch.zeros((len(texts), p_len), dtype=torch.long)
+        for r, ids in enumerate(prefixes):
+            p_ids[r, p_len - len(ids):] = torch.tensor(ids)
+            p_mask[r, p_len - len(ids):] = 1
+        rows = len(texts) * n_types
+        s_ids = torch.full((rows, s_len), pad, dtype=torch.long)
+        s_mask = torch.zeros((rows, s_len), dtype=torch.long)
+        for r, row in enumerate(suffixes):
+            for t, ids in enumerate(row):
+                s_ids[r * n_types + t, s_len - len(ids):] = torch.tensor(ids)
+                s_mask[r * n_types + t, s_len - len(ids):] = 1
+        with torch.inference_mode():
+            pos = (p_mask.cumsum(-1) - 1).clamp(min=0)
+            cache = self.lm.model(input_ids=p_ids.to(self.device), attention_mask=p_mask.to(self.device),
+                                  position_ids=pos.to(self.device), use_cache=True).past_key_values
+            cache.batch_repeat_interleave(n_types)
+            ids = torch.cat([p_ids.repeat_interleave(n_types, 0), s_ids], 1).to(self.device)
+            mask = torch.cat([p_mask.repeat_interleave(n_types, 0), s_mask], 1).to(self.device)
+            out = self.lm.model.generate(
+                input_ids=ids, attention_mask=mask, past_key_values=cache, max_new_tokens=self.max_new_tokens,
+                do_sample=False, num_beams=1, pad_token_id=pad, eos_token_id=tok.eos_token_id,
+            )
+        decoded = tok.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
+        return [decoded[r * n_types:(r + 1) * n_types] for r in range(len(texts))]
 
     def generate(self, prompts: Sequence[str]) -> list[str]:
         """Greedy decoding of a batch of full prompts (left padding)."""
@@ -183,6 +313,8 @@ class LatentEntityExtractor:
         tok.padding_side = "right"
         eos = tok.eos_token or ""
         best: list[str] = []
+        if self.prompt_format == "text-first":
+            return [self._choose_shared(text, text_type, latent_entity_type, options, instruction) for text in texts]
         for text in texts:
             prompt = self.prompt(text, text_type, latent_entity_type, instruction, options)
             n_prompt = len(tok(prompt, add_special_tokens=False)["input_ids"])
@@ -197,6 +329,34 @@ class LatentEntityExtractor:
             scores = (logp * mask).sum(1) / mask.sum(1).clamp(min=1)
             best.append(options[int(scores.argmax())])
         return best
+
+    def _choose_shared(self, text: str, text_type: str, latent_entity_type: str, options: Sequence[str],
+                       instruction: int) -> str:
+        """`choose` for one text with the text run once: its KV cache is repeated for every option row."""
+        import torch
+
+        tok = self.lm.tokenizer
+        prefix, suffix = self.prompt_parts(text, text_type, latent_entity_type, instruction, options)
+        p_ids = torch.tensor([self._ids(prefix)], device=self.device)
+        n_suffix = len(self._ids(suffix))
+        tok.padding_side = "right"
+        enc = tok([suffix + opt + (tok.eos_token or "") for opt in options], return_tensors="pt", padding=True,
+                  add_special_tokens=False).to(self.device)
+        p_len = p_ids.shape[1]
+        with torch.inference_mode():
+            cache = self.lm.model(input_ids=p_ids, use_cache=True).past_key_values
+            cache.batch_repeat_interleave(len(options))
+            mask = torch.cat([torch.ones((len(options), p_len), dtype=enc["attention_mask"].dtype,
+                                         device=self.device), enc["attention_mask"]], 1)
+            pos = (p_len + torch.arange(enc["input_ids"].shape[1], device=self.device)).expand(len(options), -1)
+            logits = self.lm.model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=pos,
+                                   past_key_values=cache).logits[:, :-1].float()
+        targets = enc["input_ids"][:, 1:]
+        logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        keep = enc["attention_mask"][:, 1:].clone()
+        keep[:, : n_suffix - 1] = 0  # score the option (and its end token) only
+        scores = (logp * keep).sum(1) / keep.sum(1).clamp(min=1)
+        return options[int(scores.argmax())]
 
 
 def _resolve_adapter(adapter: str | Path | None) -> Path | None:

@@ -8,6 +8,7 @@ anything else the PyTorch one; either way the model is loaded once per process (
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from latentsearch.config import ModelsConfig
@@ -46,6 +47,44 @@ def embedder_from_settings(models: ModelsConfig, device: str | None = None) -> E
     return get_embedder(models.embedder, device or models.device)
 
 
+def extractor_name(models: ModelsConfig) -> str:
+    """`<llm>+<adapter folder>` (or the bare LLM name): what `latentsearch serve` calls its extractor model,
+    and the default `models.extractor_model` of a remote extractor."""
+    adapter = models.extractor_adapter
+    if adapter == "none":
+        return models.llm
+    from latentsearch.models.extractor import DEFAULT_ADAPTER
+
+    return f"{models.llm}+{DEFAULT_ADAPTER.name if adapter == 'default' else Path(adapter).name}"
+
+
 def extractor_from_settings(models: ModelsConfig, device: str | None = None, **kwargs: int) -> LatentEntityExtractor:
-    """The latent-entity extractor `models.llm` + `models.extractor_adapter` name."""
+    """The latent-entity extractor `models.llm` + `models.extractor_adapter` name, or, with
+    `models.extractor_url`, the remote one calling that endpoint (one client per process)."""
+    if models.extractor_url:
+        from latentsearch.models.remote_extractor import RemoteExtractor
+
+        model = models.extractor_model or extractor_name(models)
+        key = models.extractor_api_key.get_secret_value() if models.extractor_api_key else None
+        kwargs.pop("batch_size", None)
+        key_id = hashlib.sha256(key.encode()).hexdigest()[:8] if key else "none"  # never the secret itself
+        cache_key = ("remote-extractor", models.extractor_url, model, key_id, str(models.extractor_concurrency),
+                     *(f"{k}={v}" for k, v in sorted(kwargs.items())))
+        return cached(cache_key, lambda: RemoteExtractor(  # type: ignore[return-value]
+            models.extractor_url, model, key, models.extractor_concurrency,  # type: ignore[arg-type]
+            tokenizer=_tokenizer(models.llm), **kwargs))
+    if models.extractor_int8:
+        kwargs["int8"] = True  # type: ignore[assignment]
     return get_extractor(models.llm, models.extractor_adapter, device or models.device, **kwargs)
+
+
+def _tokenizer(llm: str):
+    """The LLM's tokenizer if it is installed here (texts are clipped exactly like locally), else None."""
+    try:
+        from transformers import AutoTokenizer
+
+        from latentsearch.models.llm import resolve_llm_path
+
+        return AutoTokenizer.from_pretrained(str(resolve_llm_path(llm)))
+    except Exception:  # a hosted model this machine does not have: clip by characters
+        return None

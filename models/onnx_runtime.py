@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from latentsearch.models.extractor import LatentEntityExtractor
+from latentsearch.models.extractor import LatentEntityExtractor, adapter_prompt_format
 from latentsearch.models.llm import LoadedLM
 from latentsearch.models.onnx_manifest import ExportedModel, Role, load_manifest
 
@@ -102,6 +102,8 @@ class OnnxExtractor(LatentEntityExtractor):
         self.folder, self.entry = resolve(path, "extractor")
         self.model_name = self.entry.source
         self.adapter = Path(self.entry.adapter) if self.entry.adapter else None
+        if self.adapter is not None and self.adapter.is_dir():
+            self.prompt_format = adapter_prompt_format(self.adapter)
         self.providers = providers(device)
         self.device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
         self.max_new_tokens = max_new_tokens

@@ -26,13 +26,19 @@ def extractor(
     lr: Annotated[float, typer.Option()] = 1e-4,
     epochs: Annotated[float, typer.Option()] = 1.0,
     seed: Annotated[int, typer.Option()] = 7,
+    prompt_format: Annotated[str, typer.Option(help="instruction-first (the original) or text-first (the text, "
+                                                    "then the instruction: shared-prefix extraction)")] = "instruction-first",
+    init_adapter: Annotated[Path | None, typer.Option(help="Warm start: continue training this adapter")] = None,
 ) -> None:
     """LoRA fine-tuning of the extractor on the synthetic LentEx set (r=16, alpha=32, lr 1e-4, warmup 1 %, 1 epoch)."""
     from latentsearch.lab.train_extractor import TrainConfig, train
+    from latentsearch.models.extractor import PROMPT_FORMATS
 
     def body() -> None:
         cfg = TrainConfig(model=model, max_steps=max_steps, limit=limit, batch_size=batch_size, lr=lr,
-                          epochs=epochs, seed=seed)
+                          epochs=epochs, seed=seed, prompt_format=prompt_format, init_adapter=init_adapter)
+        if prompt_format not in PROMPT_FORMATS:
+            raise ValueError(f"unknown --prompt-format {prompt_format!r}; supported: {', '.join(PROMPT_FORMATS)}")
         if out_dir:
             cfg.out_dir = out_dir
         summary = train(cfg)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from latentsearch.lab.lentex_data import DATA_DIR, Example, load_split
-from latentsearch.models.extractor import DEFAULT_ADAPTER, INSTRUCTIONS
+from latentsearch.models.extractor import DEFAULT_ADAPTER, FORMAT_FILE, INSTRUCTIONS
 from latentsearch.models.llm import SMOLLM2, resolve_llm_path
 from latentsearch.progress import progress_bar
 
@@ -43,29 +43,39 @@ class TrainConfig:
     limit: int | None = None
     seed: int = 7
     threads: int | None = None
+    prompt_format: str = "instruction-first"  # text-first: the text, then the instruction (shared-prefix)
+    init_adapter: Path | None = None  # warm start: continue training this adapter (e.g. in a new prompt format)
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
                                                                 "gate_proj", "up_proj", "down_proj"])
 
 
-def varied_message(ex: Example, rng: random.Random) -> str:
-    """An instruction drawn at random from the five, with small whitespace/line-break variation."""
+def varied_message(ex: Example, rng: random.Random, prompt_format: str = "instruction-first") -> str:
+    """An instruction drawn at random from the five, with small whitespace/line-break variation; in
+    `text-first` the labelled text comes first and the instruction last (shared-prefix extraction)."""
     head = rng.choice(INSTRUCTIONS).format(text_type=ex.text_type, latent_entity_type=ex.latent_entity_type)
     sep = rng.choice(_SEPARATORS)
     label = f"{ex.text_type[:1].upper()}{ex.text_type[1:]}:"
     tail = rng.choice(("", "", " ", "\n"))
+    if prompt_format == "text-first":
+        return f"{label} {ex.text.strip()}{sep}{head}{tail}"
     return f"{head}{sep}{label} {ex.text.strip()}{tail}"
 
 
-def encode_example(tokenizer: Any, ex: Example, rng: random.Random, max_length: int) -> dict[str, list[int]]:
+def encode_example(tokenizer: Any, ex: Example, rng: random.Random, max_length: int,
+                   prompt_format: str = "instruction-first") -> dict[str, list[int]]:
     """input_ids + labels with the prompt masked (-100): loss on the answer tokens only."""
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": varied_message(ex, rng)}], tokenize=False,
+    message = varied_message(ex, rng, prompt_format)
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": message}], tokenize=False,
                                            add_generation_prompt=True)
     answer = ex.label.strip() + (tokenizer.eos_token or "")
     p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     a_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
     overflow = len(p_ids) + len(a_ids) - max_length
     if overflow > 0:  # clip the text in the middle of the prompt, keep the chat template's tail
-        keep_tail = 8
+        # (text-first: keep the instruction after the text too)
+        after_text = message[message.rindex(ex.text.strip()) + len(ex.text.strip()):]
+        keep_tail = 8 + (len(tokenizer(after_text, add_special_tokens=False)["input_ids"])
+                         if prompt_format == "text-first" else 0)
         p_ids = p_ids[: len(p_ids) - keep_tail - overflow] + p_ids[-keep_tail:]
     return {"input_ids": p_ids + a_ids, "labels": [-100] * len(p_ids) + a_ids}
 
@@ -86,7 +96,12 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
     lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=cfg.target_modules,
                       task_type="CAUSAL_LM")
-    model = get_peft_model(model, lora)
+    if cfg.init_adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(cfg.init_adapter), is_trainable=True)
+    else:
+        model = get_peft_model(model, lora)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
     examples = load_split("train", cfg.data_dir)
@@ -109,7 +124,8 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
             for i in range(0, len(examples), cfg.batch_size):
                 if step >= total_steps:
                     break
-                batch = [encode_example(tokenizer, ex, rng, cfg.max_length) for ex in examples[i : i + cfg.batch_size]]
+                batch = [encode_example(tokenizer, ex, rng, cfg.max_length, cfg.prompt_format)
+                         for ex in examples[i : i + cfg.batch_size]]
                 width = max(len(b["input_ids"]) for b in batch)
                 ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
                 labels = torch.full((len(batch), width), -100, dtype=torch.long)
@@ -132,6 +148,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(cfg.out_dir, safe_serialization=True)
+    (cfg.out_dir / FORMAT_FILE).write_text(json.dumps({"prompt_format": cfg.prompt_format}) + "\n")
     summary = {
         "base_model": cfg.model,
         "examples": len(examples),
@@ -142,6 +159,8 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
         "warmup": cfg.warmup,
         "lora": {"r": cfg.r, "alpha": cfg.alpha, "dropout": cfg.dropout, "target_modules": cfg.target_modules},
         "trainable_parameters": trainable,
+        "prompt_format": cfg.prompt_format,
+        "init_adapter": str(cfg.init_adapter) if cfg.init_adapter else None,
         "seconds": round(seconds, 1),
         "seconds_per_step": round(seconds / max(step, 1), 2),
         "first_loss": sum(x["loss"] for x in log[:10]) / max(len(log[:10]), 1),

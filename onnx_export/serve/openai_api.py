@@ -81,19 +81,22 @@ _ROLES = {"developer": "system", "tool": "user"}
                               "description": "JSON, or server-sent events when `stream` is true"}})
 async def chat_completions(body: ChatCompletionRequest, services: Services = Depends(get_services)):
     """Completion of a conversation by the configured chat LLM (default SmolLM2-135M-Instruct).
-    `temperature: 0` is greedy and deterministic; `max_tokens` bounds the answer (finish_reason
+    `model` = the extractor's name (`/v1/models`, e.g. SmolLM2-135M-Instruct+lentex-smollm2-lora) answers with the
+    LLM + LoRA adapter the extractor uses (remote extraction, `models.extractor_url`), anything else with the
+    chat LLM. `temperature: 0` is greedy and deterministic; `max_tokens` bounds the answer (finish_reason
     `length` when reached); `stop` strings cut it."""
     budget = generation_budget(services, body.max_completion_tokens or body.max_tokens, DEFAULT_MAX_TOKENS)
     messages = [{"role": _ROLES.get(m.role, m.role), "content": m.text()} for m in body.messages]
     check_prompt(services, [m["content"] for m in messages], "the messages")
-    outputs = await services.generate(messages, max_tokens=budget, temperature=body.temperature,
+    outputs = await services.generate_with(body.model, messages, max_tokens=budget, temperature=body.temperature,
                                       top_p=body.top_p, stops=body.stops(), n=body.n)
     created = int(time.time())
     completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     prompt_tokens = outputs[0].prompt_tokens
     completion_tokens = sum(o.completion_tokens for o in outputs)
     response = ChatCompletionResponse(
-        id=completion_id, created=created, model=services.llm_name,
+        id=completion_id, created=created,
+        model=services.extractor_name if body.model == services.extractor_name else services.llm_name,
         choices=[ChatChoice(index=i, message=AssistantMessage(content=o.text), finish_reason=o.finish_reason)  # type: ignore[arg-type]
                  for i, o in enumerate(outputs)],
         usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
@@ -121,4 +124,6 @@ async def models(services: Services = Depends(get_services)) -> dict:
     return {"object": "list", "data": [
         {"id": services.embedder_name, "object": "model", "created": 0, "owned_by": "latentsearch"},
         {"id": services.llm_name, "object": "model", "created": 0, "owned_by": "latentsearch"},
+        *([{"id": services.extractor_name, "object": "model", "created": 0, "owned_by": "latentsearch"}]
+          if services.extractor_name != services.llm_name else []),
     ]}

@@ -110,7 +110,8 @@ class ChatMessage(_Lenient):
 
 
 class ChatCompletionRequest(_Lenient):
-    model: str | None = Field(None, description="Accepted for compatibility; the configured LLM answers")
+    model: str | None = Field(None, description="The extractor's name (see /v1/models) selects the adapter-merged "
+                                "extractor LM; any other name: the configured chat LLM answers")
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1, description="New tokens at most (default 128)")
     max_completion_tokens: int | None = Field(None, ge=1, description="Alias of max_tokens (newer clients)")

@@ -12,7 +12,6 @@ import contextlib
 import logging
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from fastapi import Request
@@ -41,13 +40,16 @@ class Services:
         self.chat = MicroBatcher[inference.ChatItem, inference.ChatOutput](
             "chat", lambda items: inference.generate_batch(self.llm(), items),
             max_batch=config.max_batch_llm, max_wait_ms=wait, observer=metrics)
+        self.extractor_chat = MicroBatcher[inference.ChatItem, inference.ChatOutput](
+            "extractor_chat", lambda items: inference.generate_batch(self.extractor_lm(), items),
+            max_batch=config.max_batch_llm, max_wait_ms=wait, observer=metrics)
         self.extract = MicroBatcher[inference.ExtractItem, list[str]](
             "extract", lambda items: inference.extract_batch(self.extractor(), items),
             max_batch=config.max_batch_llm, max_wait_ms=wait, observer=metrics)
         self.mentions = MicroBatcher[str, Any](
             "mentions", lambda texts: self.mention_model().encode_texts(texts),
             max_batch=config.max_batch_llm, max_wait_ms=wait, observer=metrics)
-        self.batchers = [self.embeddings, self.chat, self.extract, self.mentions]
+        self.batchers = [self.embeddings, self.chat, self.extractor_chat, self.extract, self.mentions]
         self._backend: Any = None
         self._backend_lock = threading.Lock()
         self._embedded_lock = threading.Lock()
@@ -83,6 +85,17 @@ class Services:
         m = self.settings.models
         return get_extractor(m.llm, m.extractor_adapter, self._device)
 
+    def extractor_lm(self) -> LoadedLM:
+        """The extractor's own LM (the LLM with the LoRA adapter merged), for chat requests naming
+        `extractor_name`: remote extractors (models.extractor_url) get exactly the local extractions."""
+        lm = getattr(self.extractor(), "lm", None)
+        if lm is None:
+            from latentsearch.onnx_export.serve.errors import ApiError
+
+            raise ApiError(422, f"the extractor model {self.extractor_name} runs on onnxruntime here and cannot chat; "
+                                f"ask for model {self.llm_name}", "model_cannot_chat")
+        return lm
+
     def mention_model(self) -> Any:
         from latentsearch.onnx_export.serve.mentions import load_mention_model
 
@@ -106,12 +119,9 @@ class Services:
 
     @property
     def extractor_name(self) -> str:
-        adapter = self.settings.models.extractor_adapter
-        if adapter == "none":
-            return self.llm_name
-        from latentsearch.models.extractor import DEFAULT_ADAPTER
+        from latentsearch.models.factory import extractor_name
 
-        return f"{self.llm_name}+{DEFAULT_ADAPTER.name if adapter == 'default' else Path(adapter).name}"
+        return extractor_name(self.settings.models)
 
     def backend_call(self) -> Any:
         """Held around backend calls: the embedded engine (one local LanceDB) takes one at a time;
@@ -127,6 +137,13 @@ class Services:
             return self._backend
 
     # ----- helpers for routers ---------------------------------------------------------------
+
+    async def generate_with(self, model: str | None, messages: list[dict[str, str]], **kw: Any) -> list[inference.ChatOutput]:
+        """Chat with the model a request names: the extractor's name selects the adapter-merged extractor LM,
+        anything else the configured chat LLM."""
+        if model is not None and model == self.extractor_name and model != self.llm_name:
+            return await self.generate(messages, batcher=self.extractor_chat, **kw)
+        return await self.generate(messages, **kw)
 
     async def embed(self, texts: Sequence[str]) -> list[inference.Embedded]:
         return await self.embeddings.submit(list(texts))
@@ -156,11 +173,12 @@ class Services:
         return found
 
     async def generate(self, messages: Sequence[dict[str, str]], *, max_tokens: int, temperature: float = 0.0,
-                       top_p: float = 1.0, stops: tuple[str, ...] = (), n: int = 1) -> list[inference.ChatOutput]:
+                       top_p: float = 1.0, stops: tuple[str, ...] = (), n: int = 1,
+                       batcher: MicroBatcher | None = None) -> list[inference.ChatOutput]:
         """Chat completions for one conversation (`n` samples), batched with other callers (e.g. /rag)."""
         turns = tuple((m["role"], m["content"]) for m in messages)
         item = inference.ChatItem(turns, max_tokens, temperature, top_p, stops)
-        return await self.chat.submit([item] * n)
+        return await (batcher or self.chat).submit([item] * n)
 
 
 class _BatchedExtractor:
