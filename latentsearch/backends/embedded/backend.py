@@ -9,6 +9,7 @@ built (`create_vector_index`) and the filtered candidate set is large.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -16,7 +17,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import lancedb
+# lance logs a WARN line for every new table ("No existing dataset ... it will be created"): expected here, so
+# quiet by default; LANCEDB_LOG=warn (or `latentsearch -v`) shows them. Read once, when lancedb loads.
+os.environ.setdefault("LANCEDB_LOG", "error")
+import lancedb  # noqa: E402
 import numpy as np
 import pyarrow as pa
 
