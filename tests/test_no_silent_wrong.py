@@ -138,9 +138,8 @@ def test_from_documents_without_embedding_and_add_embeddings(tmp_path: Path, emb
 def test_search_endpoint_takes_the_shorthand(store: LatentSearchVectorStore) -> None:
     """/search takes the same shorthand as /rag, `ask` and LangChain (real uvicorn on loopback)."""
     httpx = pytest.importorskip("httpx")
-    from tests.test_serve import LiveServer
-
     from latentsearch.onnx_export.serve import ServeConfig, create_app
+    from tests.test_serve import LiveServer
 
     config = ServeConfig(settings=store.settings.model_copy(update={"index": INDEX}), json_logs=False)
     with LiveServer(create_app(config)) as live:

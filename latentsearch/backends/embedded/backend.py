@@ -20,7 +20,7 @@ from typing import Any
 # lance logs a WARN line for every new table ("No existing dataset ... it will be created"): expected here, so
 # quiet by default; LANCEDB_LOG=warn (or `latentsearch -v`) shows them. Read once, when lancedb loads.
 os.environ.setdefault("LANCEDB_LOG", "error")
-import lancedb  # noqa: E402
+import lancedb
 import numpy as np
 import pyarrow as pa
 
