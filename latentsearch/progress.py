@@ -19,8 +19,11 @@ def progress_bar(enabled: bool = True) -> AbstractContextManager[Any]:
         TimeRemainingColumn,
     )
 
+    from rich.console import Console
+
+    # stderr: stdout carries results (`--json` output must parse as a whole)
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn())
+                    TimeRemainingColumn(), console=Console(stderr=True))
 
 
 def track(items: list[Any], description: str, enabled: bool = True):

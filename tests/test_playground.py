@@ -53,7 +53,9 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     from latentsearch.ingest.pipeline import ingest
 
     home = tmp_path_factory.mktemp("playground")
-    settings = load_settings(home=home, index=INDEX, entities=DEMO_SCHEMA)
+    # a private db; the content cache stays the machine's, so titles `make demo` extracted are not redone
+    settings = load_settings(index=INDEX, entities=DEMO_SCHEMA)
+    settings.backend.embedded_path = home / "db"
     settings.ingest.latent_input = "title"
     claims = claim_queries(3)
     corpus = demo_subset(home, claims, 24)

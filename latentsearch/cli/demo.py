@@ -59,7 +59,7 @@ def demo(
                                                      "sample subset (claims then come from the sample)")] = None,
     index: Annotated[str, typer.Option("--index", "-i", help="Index to (re)build")] = "scifact-demo",
     limit: Annotated[int, typer.Option(help="Abstracts to ingest: the claims' evidence plus sample "
-                                            "abstracts up to N")] = 40,
+                                            "abstracts up to N")] = 30,
     queries: Annotated[int, typer.Option(help="How many SciFact claims to run")] = 3,
     k: Annotated[int, typer.Option("--k", "-k")] = 8,
     fresh: Annotated[bool, typer.Option(help="Delete and rebuild the index first")] = False,
@@ -97,6 +97,10 @@ class _ChunkProgress:
             part = chunks[i: i + self.step]
             self.proc(part, cache)
             self.bar.advance(self.task, len(part))
+            if not self.bar.console.is_terminal:  # piped or logged: a plain line per slice instead of a live bar
+                task = self.bar.tasks[self.task]
+                eta = f", about {task.time_remaining:.0f} s left" if task.time_remaining else ""
+                self.bar.console.print(f"{task.description}: {int(task.completed)}/{int(task.total or 0)}{eta}")
         return chunks
 
 
@@ -129,7 +133,7 @@ def run_demo(*, corpus: Path | None, index: str, limit: int | None, n_queries: i
     settings.ingest.latent = latent
     settings.ingest.latent_input = "title"
     claims = claim_queries(n_queries)
-    path = corpus or demo_subset(settings.home / "demo", claims, limit or 40)
+    path = corpus or demo_subset(settings.home / "demo", claims, limit or 30)
     if settings.backend.resolved_kind != "embedded":
         stderr.print(f"[yellow]note: running the demo on the configured {settings.backend.resolved_kind} backend[/]")
     backend = open_backend(settings.backend)
@@ -148,7 +152,7 @@ def run_demo(*, corpus: Path | None, index: str, limit: int | None, n_queries: i
         procs = []
         for proc in default_processors(settings, embedder):
             task = bar.add_task(f"{getattr(proc, 'name', 'step')} per chunk", total=n_docs)
-            procs.append(_ChunkProgress(proc, bar, task, 4 if getattr(proc, "name", "") == "latent" else 32))
+            procs.append(_ChunkProgress(proc, bar, task, 8 if getattr(proc, "name", "") == "latent" else 32))
         report = ingest(path, settings, index=index, backend=backend, processors=procs, progress=False)
     stdout.print(f"   {report.records_read} abstracts read ({report.records_skipped_by_checkpoint} already ingested), "
                  f"{report.chunks_written} chunks written, {report.rejected} rejected, "
