@@ -10,6 +10,7 @@ def progress_bar(enabled: bool = True) -> AbstractContextManager[Any]:
     """A `rich.progress.Progress` (description, bar, n/total, elapsed, remaining) or `nullcontext(None)`."""
     if not enabled:
         return nullcontext(None)
+    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -18,8 +19,6 @@ def progress_bar(enabled: bool = True) -> AbstractContextManager[Any]:
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
-
-    from rich.console import Console
 
     # stderr: stdout carries results (`--json` output must parse as a whole)
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
