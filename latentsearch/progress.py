@@ -10,6 +10,7 @@ def progress_bar(enabled: bool = True) -> AbstractContextManager[Any]:
     """A `rich.progress.Progress` (description, bar, n/total, elapsed, remaining) or `nullcontext(None)`."""
     if not enabled:
         return nullcontext(None)
+    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -19,8 +20,9 @@ def progress_bar(enabled: bool = True) -> AbstractContextManager[Any]:
         TimeRemainingColumn,
     )
 
+    # stderr: stdout carries results (`--json` output must parse as a whole)
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn())
+                    TimeRemainingColumn(), console=Console(stderr=True))
 
 
 def track(items: list[Any], description: str, enabled: bool = True):

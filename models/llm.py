@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,9 @@ def _materialise_smollm2(target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = _smollm2_gguf()
-    log.info("converting %s to a Hugging Face folder at %s (one time, ~20 s)", gguf.name, target)
+    # one line on stderr (never stdout: --json output stays pure), so a first run's pause has a reason
+    print(f"latentsearch: first run: converting {gguf.name} to a Hugging Face model at {target} "
+          "(one time, about a minute on CPU)", file=sys.stderr, flush=True)
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)

@@ -31,7 +31,7 @@ from latentsearch.ingest.records import Chunk
 from latentsearch.mappings import schema_from_mapping
 from latentsearch.models.embedder import Embedder
 from latentsearch.models.factory import get_embedder
-from latentsearch.query.retrieval import Retrieval, Retriever, Strictness, user_filter
+from latentsearch.query.retrieval import Retrieval, Retriever, Strictness, mapped_fields, user_filter
 from latentsearch.query.search import Hit
 
 # ---------------------------------------------------------------- embeddings, both directions
@@ -97,12 +97,28 @@ def _encode_query(embedder: Any, text: str) -> list[float]:
 # ---------------------------------------------------------------- retriever
 
 
+#: What the retriever adds to a document's own (flat) metadata; the vector store returns the metadata alone.
+RETRIEVER_KEYS = ("doc_id", "chunk", "chunk_id", "score", "title", "latent", "explanation")
+
+
 def hit_document(hit: Hit, explanation: dict[str, Any] | None = None) -> Document:
-    """A hit as a Document: the chunk text, with id, doc_id, chunk, score, title, latent entities,
-    user metadata (and any field later components add to hits) and the rewriter's explanation."""
-    meta = hit.model_dump(mode="json", exclude={"text"})
-    meta["explanation"] = explanation
-    return Document(page_content=hit.text, metadata=meta, id=hit.id)
+    """A hit as a Document of the one shape the store returns too: `id` is the document id, `metadata` the
+    document's own metadata, flat; the retriever adds doc_id, chunk, chunk_id, score, title, latent entities
+    and the rewriter's explanation (these names win over user metadata of the same name)."""
+    meta = dict(hit.metadata)
+    meta.update(doc_id=hit.doc_id, chunk=hit.chunk, chunk_id=hit.id, score=hit.score, title=hit.title,
+                latent=hit.latent, explanation=explanation)
+    return Document(page_content=hit.text, metadata=meta, id=hit.doc_id)
+
+
+def _no_unknown(method: str, kwargs: dict[str, Any], supported: Sequence[str] = ()) -> None:
+    """Unknown keyword arguments raise instead of being ignored (e.g. OpenSearchVectorSearch's `efficient_filter=`
+    would otherwise give unfiltered results)."""
+    unknown = sorted(set(kwargs) - set(supported))
+    if unknown:
+        raise TypeError(f"{method}() got unsupported keyword argument(s) {unknown}; supported: "
+                        f"{', '.join(supported) or 'none'} (filters go in `filter`: OpenSearch DSL or "
+                        "{field: value | [values] | {gte: ...}})")
 
 
 class LatentSearchRetriever(BaseRetriever):
@@ -259,7 +275,18 @@ class LatentSearchVectorStore(VectorStore):
 
     def add_texts(self, texts: Iterable[str], metadatas: list[dict] | None = None, *, ids: list[str] | None = None,
                   **kwargs: Any) -> list[str]:
-        texts = list(texts)
+        _no_unknown("add_texts", kwargs)
+        return self._add(list(texts), metadatas, ids)
+
+    def add_embeddings(self, text_embeddings: Iterable[tuple[str, list[float]]], metadatas: list[dict] | None = None,
+                       *, ids: list[str] | None = None, **kwargs: Any) -> list[str]:
+        """Add texts with vectors computed elsewhere (same model and dimension as the index's)."""
+        _no_unknown("add_embeddings", kwargs)
+        pairs = list(text_embeddings)
+        return self._add([t for t, _ in pairs], metadatas, ids, vectors=[v for _, v in pairs])
+
+    def _add(self, texts: list[str], metadatas: list[dict] | None, ids: list[str] | None,
+             vectors: list[list[float]] | None = None) -> list[str]:
         if metadatas is not None and len(metadatas) != len(texts):
             raise ValueError(f"{len(metadatas)} metadatas for {len(texts)} texts")
         if ids is not None and len(ids) != len(texts):
@@ -274,6 +301,10 @@ class LatentSearchVectorStore(VectorStore):
             for i, t, m in zip(ids, texts, metadatas or [None] * len(texts))
         ]
         processors = self._processors or default_processors(settings, self.embedder)
+        if vectors is not None:  # add_embeddings: the caller's vectors, no embedding pass
+            for chunk, vector in zip(chunks, vectors):
+                chunk.vector = np.asarray(vector, dtype=np.float32)
+            processors = [p for p in processors if not isinstance(p, EmbeddingProcessor)]
         cache = ContentCache(settings.cache_dir / "processors.sqlite") if settings.ingest.cache else None
         try:
             for proc in processors:
@@ -328,34 +359,42 @@ class LatentSearchVectorStore(VectorStore):
 
     @staticmethod
     def _document(chunk_id: str, src: dict[str, Any]) -> Document:
-        chunk = src.get("chunk") or {}
+        """The one Document shape (see `hit_document`): id = document id, metadata = its own, flat."""
         doc_id = str(src.get("doc_id", chunk_id.split("#")[0]))
-        single = int(chunk.get("count", 1) or 1) <= 1
-        return Document(page_content=src.get("text", ""), metadata=dict(src.get("metadata") or {}),
-                        id=doc_id if single else chunk_id)
+        return Document(page_content=src.get("text", ""), metadata=dict(src.get("metadata") or {}), id=doc_id)
+
+    def _filter(self, filter: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The shared filter syntax (`user_filter`) against this index's mapping."""
+        if not filter:
+            return None
+        return user_filter(filter, mapped_fields(self.backend.get_mapping(self.index)))
 
     def _knn(self, vector: list[float], k: int, filter: dict[str, Any] | None) -> list[tuple[Document, float]]:
         if not self.backend.index_exists(self.index):
             return []
-        body = dsl.search_body(dsl.knn("vector", vector, k=k, filter=user_filter(filter)), size=k)
+        body = dsl.search_body(dsl.knn("vector", vector, k=k, filter=self._filter(filter)), size=k)
         hits = self.backend.search(self.index, body)["hits"]["hits"]
         return [(self._document(h["_id"], h.get("_source") or {}), float(h.get("_score") or 0.0)) for h in hits]
 
     def similarity_search_by_vector_with_score(self, embedding: list[float], k: int = 4,
                                                filter: dict[str, Any] | None = None,
                                                **kwargs: Any) -> list[tuple[Document, float]]:
+        _no_unknown("similarity_search_by_vector_with_score", kwargs)
         return self._knn(list(embedding), k, filter)
 
     def similarity_search_with_score(self, query: str, k: int = 4, filter: dict[str, Any] | None = None,
                                      **kwargs: Any) -> list[tuple[Document, float]]:
+        _no_unknown("similarity_search_with_score", kwargs)
         return self._knn(_encode_query(self.embedder, query), k, filter)
 
     def similarity_search(self, query: str, k: int = 4, filter: dict[str, Any] | None = None,
                           **kwargs: Any) -> list[Document]:
+        _no_unknown("similarity_search", kwargs)
         return [d for d, _ in self.similarity_search_with_score(query, k, filter)]
 
     def similarity_search_by_vector(self, embedding: list[float], k: int = 4, filter: dict[str, Any] | None = None,
                                     **kwargs: Any) -> list[Document]:
+        _no_unknown("similarity_search_by_vector", kwargs)
         return [d for d, _ in self._knn(list(embedding), k, filter)]
 
     def _similarity_search_with_relevance_scores(self, query: str, k: int = 4,
@@ -367,6 +406,7 @@ class LatentSearchVectorStore(VectorStore):
                                                 **kwargs: Any) -> list[Document]:
         """MMR over the `fetch_k` nearest: the candidates' vectors come from the embedding cache
         (sources keep no vectors), so this re-embeds only what the cache lacks."""
+        _no_unknown("max_marginal_relevance_search", kwargs)
         pool = self._knn(list(embedding), fetch_k, filter)
         if not pool:
             return []
@@ -384,6 +424,7 @@ class LatentSearchVectorStore(VectorStore):
 
     def max_marginal_relevance_search(self, query: str, k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5,
                                       filter: dict[str, Any] | None = None, **kwargs: Any) -> list[Document]:
+        _no_unknown("max_marginal_relevance_search", kwargs)
         return self.max_marginal_relevance_search_by_vector(_encode_query(self.embedder, query), k, fetch_k,
                                                             lambda_mult, filter)
 
@@ -391,12 +432,14 @@ class LatentSearchVectorStore(VectorStore):
 
     async def asimilarity_search_with_score(self, query: str, k: int = 4, filter: dict[str, Any] | None = None,
                                             **kwargs: Any) -> list[tuple[Document, float]]:
+        _no_unknown("asimilarity_search_with_score", kwargs)
         if self.async_backend is None:
-            return await super().asimilarity_search_with_score(query, k, filter=filter, **kwargs)
+            return await super().asimilarity_search_with_score(query, k, filter=filter)
         import asyncio
 
         vector = await asyncio.to_thread(_encode_query, self.embedder, query)
-        body = dsl.search_body(dsl.knn("vector", vector, k=k, filter=user_filter(filter)), size=k)
+        clause = await asyncio.to_thread(self._filter, filter) if filter else None
+        body = dsl.search_body(dsl.knn("vector", vector, k=k, filter=clause), size=k)
         hits = (await self.async_backend.search(self.index, body))["hits"]["hits"]
         return [(self._document(h["_id"], h.get("_source") or {}), float(h.get("_score") or 0.0)) for h in hits]
 
@@ -406,6 +449,15 @@ class LatentSearchVectorStore(VectorStore):
     # ------------------------------------------------------------ constructors and retrievers
 
     @classmethod
+    def from_documents(cls, documents: list[Document], embedding: Embeddings | None = None,
+                       **kwargs: Any) -> LatentSearchVectorStore:
+        """Like `from_texts`: `embedding` is optional (default: the configured embedder); ids from the documents."""
+        if "ids" not in kwargs and any(d.id for d in documents):
+            kwargs["ids"] = [d.id for d in documents]
+        return cls.from_texts([d.page_content for d in documents], embedding,
+                              [dict(d.metadata) for d in documents], **kwargs)
+
+    @classmethod
     def from_texts(cls, texts: list[str], embedding: Embeddings | None = None, metadatas: list[dict] | None = None,
                    *, ids: list[str] | None = None, **kwargs: Any) -> LatentSearchVectorStore:
         store = cls(embedding, **kwargs)
@@ -413,8 +465,11 @@ class LatentSearchVectorStore(VectorStore):
         return store
 
     def as_latent_retriever(self, **kwargs: Any) -> LatentSearchRetriever:
-        """The rewriter's retriever on this store's index: latent filters (the configured extractor, loaded
-        when the index holds latent values), explanations in metadata."""
+        """The rewriter's retriever on this store's index. Latent filtering is active when the index's schema
+        lists latent types and holds latent values (texts added while the store's settings had latent types):
+        the configured LentEx extractor is then loaded on the first question, and each document's
+        `metadata["explanation"]` shows the entities, levels and chosen strictness. Otherwise it is plain
+        k-NN and the explanation is None."""
         kwargs.setdefault("async_backend", self.async_backend)
         return LatentSearchRetriever.from_settings(self.settings, index=self.index, backend=self.backend,
                                                    embedder=self.embedder, **kwargs)

@@ -68,10 +68,52 @@ class Retrieval(BaseModel):
                    took_ms=found.took_ms, hits=found.hits, dsl=found.dsl, rewritten=True, explanation=explanation)
 
 
-def user_filter(spec: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A user filter as one OpenSearch clause. DSL passes through; a shorthand `{"year": 2020,
-    "journal": ["a", "b"]}` becomes term/terms filters on `metadata.<field>` (or on a chunk field
-    such as `doc_id` or `latent.disease` when named so), all of which must match."""
+#: Range operators the shorthand accepts (`{"year": {"gte": 2020}}`), mirroring the DSL's `range`.
+RANGE_OPERATORS = ("gt", "gte", "lt", "lte", "format", "time_zone")
+
+
+def mapped_fields(mappings: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Every mapped field path → its mapping (`{"type": "text", "fields": {"keyword": ...}}`), so the
+    shorthand can pick a text field's keyword sub-field: a `term` on analyzed text never matches a title."""
+    found: dict[str, dict[str, Any]] = {}
+
+    def walk(props: dict[str, Any], prefix: str) -> None:
+        for name, prop in (props or {}).items():
+            path = f"{prefix}{name}"
+            if "properties" in prop:
+                walk(prop["properties"], path + ".")
+            if "type" in prop and prop["type"] != "object":
+                found[path] = prop
+
+    walk((mappings or {}).get("properties", {}), "")
+    return found
+
+
+def _exact_field(field: str, value: Any, fields: dict[str, dict[str, Any]] | None) -> str:
+    """The field an exact match on `value` must name: a text field's `keyword` sub-field for strings."""
+    if not isinstance(value, str):
+        return field
+    prop = (fields or {}).get(field)
+    if prop is None:  # not mapped (yet): dynamic mapping gives `metadata` strings text + `.keyword`
+        return f"{field}.keyword" if field.startswith("metadata.") and not field.endswith(".keyword") else field
+    if prop.get("type") == "text":
+        subs = prop.get("fields") or {}
+        keyword = next((n for n, sub in subs.items() if sub.get("type") == "keyword"), None)
+        if keyword is None:
+            raise ValueError(f"filter field {field!r} is analyzed text without a keyword sub-field: an exact "
+                             f"value cannot match it; write a `match` clause as OpenSearch DSL instead")
+        return f"{field}.{keyword}"
+    return field
+
+
+def user_filter(spec: dict[str, Any] | None, fields: dict[str, dict[str, Any]] | None = None
+                ) -> dict[str, Any] | None:
+    """A user filter as one OpenSearch clause; the one filter syntax of the CLI (`--filter`), /search,
+    /rag, `ask` and LangChain. DSL passes through. A shorthand `{"journal": "The Lancet", "year": {"gte": 2020},
+    "doc_id": ["a", "b"]}` becomes term/terms/range filters, all of which must match: names without a
+    chunk-field prefix mean `metadata.<name>`; strings on text fields go to their keyword sub-field
+    (`fields` is the index mapping from `mapped_fields`; without it `metadata.*` strings use `.keyword`, the
+    dynamic-mapping default); a list means any of its values; a dict takes range operators."""
     if not spec:
         return None
     if not isinstance(spec, dict):
@@ -82,12 +124,45 @@ def user_filter(spec: dict[str, Any] | None) -> dict[str, Any] | None:
     for key, value in spec.items():
         field = key if key.startswith(_TOP_FIELDS) or key in _TOP_FIELDS else f"metadata.{key}"
         if isinstance(value, (list, tuple, set)):
-            clauses.append(dsl.terms(field, list(value)))
+            values = list(value)
+            if not values:
+                raise ValueError(f"filter value for {key!r} is an empty list: it would match nothing")
+            clauses.append(dsl.terms(_exact_field(field, values[0], fields), values))
         elif isinstance(value, dict):
-            raise ValueError(f"filter value for {key!r} is a dict: write the clause as OpenSearch DSL instead")
+            unknown = sorted(set(value) - set(RANGE_OPERATORS))
+            if unknown or not value:
+                raise ValueError(f"filter value for {key!r} takes range operators {list(RANGE_OPERATORS)}, got "
+                                 f"{unknown or 'none'}; write other clauses as OpenSearch DSL")
+            clauses.append({"range": {field: dict(value)}})
+        elif value is None:
+            raise ValueError(f"filter value for {key!r} is null; use {{\"exists\": {{\"field\": ...}}}} in DSL")
         else:
-            clauses.append(dsl.term(field, value))
+            clauses.append(dsl.term(_exact_field(field, value, fields), value))
     return clauses[0] if len(clauses) == 1 else dsl.bool_query(filter=clauses)
+
+
+def parse_filter(text: str | None) -> dict[str, Any] | None:
+    """`--filter` text: JSON (`'{"journal": "The Lancet"}'`, or DSL) or `field=value` pairs joined by commas."""
+    import json
+
+    if not text or not text.strip():
+        return None
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            found = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--filter is not valid JSON: {err}") from err
+        if not isinstance(found, dict):
+            raise ValueError("--filter JSON must be an object")
+        return found
+    spec: dict[str, Any] = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--filter takes JSON or field=value pairs, got {part!r}")
+        spec[name.strip()] = value.strip()
+    return spec
 
 
 def question_store(settings: Settings) -> ContentCache | None:
@@ -110,6 +185,7 @@ class Retriever:
         self.async_backend = async_backend
         self._extractor, self._load_extractor, self._store = extractor, load_extractor, store
         self._schema: EntitySchema | None = None
+        self._fields: dict[str, dict[str, Any]] | None = None
         self._rewriter: QueryRewriter | None = None
 
     @classmethod
@@ -136,6 +212,15 @@ class Retriever:
             self._schema = found or EntitySchema()
         return self._schema
 
+    def filter_clause(self, spec: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The user's filter (DSL or shorthand) against this index's mapping (`user_filter`)."""
+        if not spec:
+            return None
+        if self._fields is None:
+            exists = self.backend.index_exists(self.index)
+            self._fields = mapped_fields(self.backend.get_mapping(self.index)) if exists else {}
+        return user_filter(spec, self._fields)
+
     def uses_rewriter(self, *, mode: str, strictness: Strictness = "auto", collapse: bool = True,
                       rewrite: bool = True) -> bool:
         """The rule: see the module docstring."""
@@ -159,15 +244,35 @@ class Retriever:
                collapse: bool = True, include_dsl: bool = False, rewrite: bool = True) -> Retrieval:
         """Top-k hits (one per document with `collapse`); `filter` is a user clause or shorthand (`user_filter`)."""
         strictness = RewriteOptions(strictness=strictness).strictness  # a bad value fails on every path
-        clause = user_filter(filter)
+        clause = self.filter_clause(filter)
         if self.uses_rewriter(mode=mode, strictness=strictness, collapse=collapse, rewrite=rewrite):
             found = self.rewriter().search(text, **_rewrite_options(k, mode, strictness, min_hits, fusion, clause,
                                                                     include_dsl))
             return Retrieval.from_rewritten(found)
+        if mode == "hybrid" and fusion is not None:  # the caller's fusion, not the plain path's default
+            return self._plain_hybrid(text, k=k, fusion=fusion, clause=clause, collapse=collapse,
+                                      include_dsl=include_dsl)
         embedder = None if mode == "bm25" else self.embedder
         return Retrieval.from_plain(plain_search(text, backend=self.backend, index=self.index, embedder=embedder,
                                                  k=k, mode=mode, filter=clause, collapse=collapse,
                                                  include_dsl=include_dsl))
+
+    def _plain_hybrid(self, text: str, *, k: int, fusion: str, clause: dict[str, Any] | None, collapse: bool,
+                      include_dsl: bool) -> Retrieval:
+        """Plain hybrid search fused as asked (`rrf` or `min_max`), as the rewriter does."""
+        if fusion not in ("rrf", "min_max"):
+            raise ValueError(f"fusion must be one of rrf, min_max; got {fusion!r}")
+        if not text.strip():
+            raise ValueError("the query text is empty")
+        started = time.perf_counter()
+        vector = self.embedder.encode([text])[0].tolist()
+        body = build_body(text, mode="hybrid", k=k, vector=vector, filter=clause, collapse=collapse)
+        body["search_pipeline"] = (dsl.rrf_pipeline() if fusion == "rrf"
+                                   else dsl.normalization_pipeline("min_max", "arithmetic_mean", [0.3, 0.7]))
+        response = self.backend.search(self.index, body)
+        return Retrieval(query=text, index=self.index, mode="hybrid", total=int(response["hits"]["total"]["value"]),
+                         took_ms=round((time.perf_counter() - started) * 1000, 2), hits=parse_hits(response),
+                         dsl=body if include_dsl else None)
 
     async def asearch(self, text: str, *, k: int = 10, mode: SearchMode = "dense", strictness: Strictness = "auto",
                       min_hits: int | None = None, fusion: str | None = None, filter: dict[str, Any] | None = None,
@@ -181,7 +286,8 @@ class Retriever:
                 raise ValueError("the query text is empty")
             started = time.perf_counter()
             vector = None if mode == "bm25" else (await asyncio.to_thread(self.embedder.encode, [text]))[0].tolist()
-            body = build_body(text, mode=mode, k=k, vector=vector, filter=user_filter(filter), collapse=collapse)
+            body = build_body(text, mode=mode, k=k, vector=vector, filter=await asyncio.to_thread(self.filter_clause, filter),
+                              collapse=collapse)
             response = await self.async_backend.search(self.index, body)
             return Retrieval(query=text, index=self.index, mode=mode, total=int(response["hits"]["total"]["value"]),
                              took_ms=round((time.perf_counter() - started) * 1000, 2), hits=parse_hits(response),

@@ -237,8 +237,10 @@ def test_clear_errors(tmp_path: Path) -> None:
         backend.search("e", {"query": {"fuzzy": {"text": "itme"}}})
     with pytest.raises(UnsupportedQueryError, match="avg"):  # `terms` is the one aggregation it runs
         backend.search("e", {"query": {"match_all": {}}, "aggs": {"m": {"avg": {"field": "group"}}}})
+    # an unmapped field matches nothing, as in OpenSearch; k-NN on one is an error there too
+    assert backend.search("e", {"query": dsl.term("colour", "red")})["hits"]["total"]["value"] == 0
     with pytest.raises(BackendError, match="not mapped.*Mapped fields"):
-        backend.search("e", {"query": dsl.term("colour", "red")})
+        backend.search("e", {"query": dsl.knn("colour_vector", [1.0, 2.0], k=1)})
     with pytest.raises(BackendError, match="nested"):
         backend.search("e", {"query": dsl.term("mentions.text", "x")})
     with pytest.raises(BackendError, match="dimension"):

@@ -63,12 +63,13 @@ def test_user_filter_shorthand_and_dsl() -> None:
     assert user_filter(None) is None
     assert user_filter({"year": 2020}) == {"term": {"metadata.year": {"value": 2020}}}
     both = user_filter({"journal": ["a", "b"], "latent.disease": "flu"})
-    assert both == {"bool": {"filter": [{"terms": {"metadata.journal": ["a", "b"]}},
+    assert both == {"bool": {"filter": [{"terms": {"metadata.journal.keyword": ["a", "b"]}},
                                         {"term": {"latent.disease": {"value": "flu"}}}]}}
     clause = {"range": {"metadata.year": {"gte": 2000}}}
     assert user_filter(clause) is clause
+    assert user_filter({"year": {"gte": 2000}}) == clause
     with pytest.raises(ValueError, match="OpenSearch DSL"):
-        user_filter({"year": {"gte": 2000}})
+        user_filter({"year": {"match": 2000}})
 
 
 class _Recorder(BaseCallbackHandler):
@@ -90,8 +91,9 @@ def test_retriever_documents_metadata_filters_and_callbacks(scifact_backend, emb
     assert len(docs) == 5 and len({d.metadata["doc_id"] for d in docs}) == 5  # one chunk per document
     top = docs[0]
     assert top.metadata["doc_id"] == WHITE_MATTER_DOC
-    assert top.id == top.metadata["id"] == f"{WHITE_MATTER_DOC}#{top.metadata['chunk']}"
-    assert {"id", "doc_id", "chunk", "score", "title", "latent", "metadata", "explanation"} <= set(top.metadata)
+    assert top.id == top.metadata["doc_id"] == WHITE_MATTER_DOC  # the store's Document shape: id = document id
+    assert top.metadata["chunk_id"] == f"{WHITE_MATTER_DOC}#{top.metadata['chunk']}"
+    assert {"doc_id", "chunk", "chunk_id", "score", "title", "latent", "explanation"} <= set(top.metadata)
     scores = [d.metadata["score"] for d in docs]
     assert scores == sorted(scores, reverse=True)
     assert "diffusion" in top.page_content.lower()
@@ -189,7 +191,7 @@ def test_retriever_on_elasticsearch_translates_and_parses(embedder, sample_docs)
         found = retriever.invoke(QUESTION, filter={"year": 2020})
         # the stand-in does not rank; the retriever must still parse ES answers into Documents
         assert sorted(d.metadata["doc_id"] for d in found) == sorted(d["_id"] for d in docs)
-        assert all(d.metadata["metadata"] == {"year": 2020} for d in found)
+        assert all(d.metadata["year"] == 2020 for d in found)
         bodies = [b for r in server.recorded("POST") if r.path.endswith(("/_search", "/_msearch"))
                   for b in (r.ndjson()[1::2] if r.path.endswith("_msearch") else [r.json()])]
         knn = [b["knn"] for b in bodies if "knn" in b] + [b["query"]["knn"] for b in bodies if "knn" in b.get("query", {})]

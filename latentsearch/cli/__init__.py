@@ -35,6 +35,20 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def _root(verbose: bool = typer.Option(False, "--verbose", "-v",
+                                       help="Show third-party warnings and logs (lance, transformers)")) -> None:
+    """Quiet by default: third-party notices that need no action are hidden; -v shows them."""
+    if verbose:
+        os.environ["LANCEDB_LOG"] = "warn"
+        os.environ["TRANSFORMERS_VERBOSITY"] = "warning"
+    else:
+        os.environ.setdefault("LANCEDB_LOG", "error")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
 for group in (index, search, ask, serve, deploy, demo, kb):
     group.register(app)
 app.add_typer(train.app, name="train")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,6 +10,7 @@ import typer
 from latentsearch.cli.options import (
     BackendOpt,
     ConfigOpt,
+    FilterOpt,
     IndexOpt,
     JsonOpt,
     LlmModelOpt,
@@ -46,8 +46,7 @@ def ask(
     strictness: StrictnessOpt = "auto",
     mode: Annotated[str, typer.Option(help="dense (k-NN) or hybrid (k-NN + BM25)")] = "dense",
     latent: Annotated[bool, typer.Option(help="Filter on the question's latent entities (the rewriter)")] = True,
-    filter: Annotated[str | None, typer.Option(
-        "--filter", help='Metadata filter as JSON: {"year": 2020} or any OpenSearch DSL clause')] = None,
+    filter: FilterOpt = None,
     llm_url: LlmUrlOpt = None,
     llm_model: LlmModelOpt = None,
     max_tokens: MaxTokensOpt = None,
@@ -65,7 +64,7 @@ def ask(
 
     def body() -> None:
         from latentsearch.query.rag import ask as run_ask
-        from latentsearch.query.retrieval import Retriever
+        from latentsearch.query.retrieval import Retriever, parse_filter
 
         if mode not in ("dense", "hybrid"):
             raise typer.BadParameter("--mode must be dense or hybrid")
@@ -74,7 +73,10 @@ def ask(
         if not retriever.backend.index_exists(settings.index):
             fail(f"index `{settings.index}` does not exist; create it with "
                       f"`latentsearch ingest PATH --index {settings.index}`")
-        user_filter = json.loads(filter) if filter else None
+        try:
+            user_filter = parse_filter(filter)
+        except ValueError as err:
+            fail(str(err))
         try:
             answer = run_ask(question, settings, retriever=retriever, strictness=strictness_value(strictness),
                              search_type=mode, filter=user_filter)

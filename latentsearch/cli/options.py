@@ -24,6 +24,10 @@ ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Sho
 StrictnessOpt = Annotated[str, typer.Option(
     help="Latent filter strictness: auto (strictest level that keeps enough good documents), strict (every "
          "query entity), loose (any one), none (no latent filter), an int (that many entities) or a percent ('60%')")]
+FilterOpt = Annotated[str | None, typer.Option(
+    "--filter", help='Filter, the one syntax of /search, /rag and LangChain: JSON {"journal": "The Lancet", '
+                     '"year": {"gte": 2020}, "doc_id": ["a", "b"]}, field=value pairs (journal=The Lancet), or '
+                     'any OpenSearch DSL clause')]
 LlmUrlOpt = Annotated[str | None, typer.Option(
     "--llm-url", help="OpenAI-compatible API root (e.g. the model server's http://localhost:8000/v1); "
                       "default: config rag.base_url, else the local SmolLM2")]

@@ -12,6 +12,7 @@ from rich.table import Table
 from latentsearch.cli.options import (
     BackendOpt,
     ConfigOpt,
+    FilterOpt,
     IndexOpt,
     JsonOpt,
     UrlOpt,
@@ -35,6 +36,7 @@ def search(
         "with latent types; bm25 mode ignores it")] = "auto",
     min_hits: Annotated[int, typer.Option(min=1, help="auto: documents a strictness level must keep")] = 5,
     fusion: Annotated[str, typer.Option(help="hybrid: rrf or min_max")] = "rrf",
+    filter: FilterOpt = None,
     collapse: Annotated[bool, typer.Option(help="One hit per document (its best chunk)")] = True,
     explain: Annotated[bool, typer.Option("--explain", help="Print extracted entities, mapped values, per-level hit counts, the chosen level and why")] = False,
     show_dsl: Annotated[bool, typer.Option("--show-dsl", help="Print the OpenSearch request body")] = False,
@@ -46,17 +48,28 @@ def search(
     `--json` prints {query, index, mode, total, took_ms, hits[], rewritten, explanation} (the same shape as
     the server's /search).
     """
-    from latentsearch.query.retrieval import Retriever
+    from latentsearch.query.retrieval import Retriever, parse_filter
     from latentsearch.query.rewriter import Explanation, shorten_vectors
 
     if mode not in ("dense", "bm25", "hybrid"):
         fail("--mode must be dense, bm25 or hybrid")
 
     def body() -> None:
+        from latentsearch.backends import open_backend
+
         settings = settings_from_flags(config, index, backend, url)
-        retriever = Retriever.from_settings(settings)
+        try:
+            spec = parse_filter(filter)
+        except ValueError as err:
+            fail(str(err))
+        engine = open_backend(settings.backend)
+        if not engine.index_exists(settings.index):  # before loading any model
+            fail(f"index `{settings.index}` does not exist; create it with "
+                 f"`latentsearch ingest PATH --index {settings.index}`")
+        retriever = Retriever.from_settings(settings, backend=engine)
         found = retriever.search(query, k=k, mode=mode, strictness=strictness_value(strictness),  # type: ignore[arg-type]
-                                 min_hits=min_hits, fusion=fusion, collapse=collapse, include_dsl=show_dsl)
+                                 min_hits=min_hits, fusion=fusion, filter=spec, collapse=collapse,
+                                 include_dsl=show_dsl)
         if as_json:
             stdout.print_json(found.model_dump_json(exclude_none=True))
             return

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from latentsearch import __version__
-from latentsearch.onnx_export.serve import jsonlog, latent_api, openai_api, ops_api, rag_api, search_api
+from latentsearch.onnx_export.serve import jsonlog, latent_api, openai_api, ops_api, playground, rag_api, search_api
 from latentsearch.onnx_export.serve.errors import install_handlers
 from latentsearch.onnx_export.serve.metrics import Metrics
 from latentsearch.onnx_export.serve.middleware import AccessLog, ApiKeyGate, BodySizeLimit
@@ -30,6 +30,8 @@ ROUTERS: tuple[APIRouter, ...] = (
     search_api.router,  # /search
     ops_api.router,  # /healthz, /metrics
     rag_api.router,  # /rag
+    playground.router,  # /search/levels, /ui/indices (the playground's JSON)
+    playground.page_router,  # /ui (the strictness playground page; static, no key)
 )
 
 

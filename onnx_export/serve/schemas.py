@@ -220,7 +220,9 @@ class SearchRequest(_Strict):
                               description="Default: the server's --index")
     k: int = Field(10, ge=1, le=1000)
     mode: SearchMode = "dense"
-    filter: dict[str, Any] | None = Field(None, description="Extra Query-DSL filter (placed inside the k-NN clause)")
+    filter: dict[str, Any] | None = Field(None, description="OpenSearch DSL clause or shorthand {field: value | "
+                                                            "[values] | {gte: ...}} (placed inside the k-NN clause)")
+    fusion: Literal["rrf", "min_max"] | None = Field(None, description="hybrid: how BM25 and k-NN are fused")
     collapse: bool = Field(True, description="One hit per document (its best chunk); plain search only")
     rewrite: bool = Field(True, description="dense/hybrid: let the query rewriter add latent-entity filters "
                                             "(it falls back to plain search on an index without latent types)")

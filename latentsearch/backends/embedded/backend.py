@@ -19,6 +19,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+# lance logs a WARN line for every new table ("No existing dataset ... it will be created"): expected here, so
+# quiet by default; LANCEDB_LOG=warn (or `latentsearch -v`) shows them. Read once, when lancedb loads.
+os.environ.setdefault("LANCEDB_LOG", "error")
 import lancedb
 import numpy as np
 import pyarrow as pa

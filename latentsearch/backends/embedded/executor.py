@@ -31,6 +31,11 @@ SUPPORTED_BODY_KEYS = {
 EXACT_SEARCH_MAX_CANDIDATES = 20_000
 
 
+class UnmappedFieldError(BackendError):
+    """A query names a field the index does not map. Leaf queries (term, terms, range, match) turn it into
+    0 hits, as OpenSearch does; k-NN and aggregations still raise it (OpenSearch rejects those too)."""
+
+
 @dataclass
 class Match:
     mask: np.ndarray
@@ -87,7 +92,7 @@ class Context:
                     f'{{"nested": {{"path": "{scope.path}", "query": ...}}}}'
                 )
         known = ", ".join(sorted(self.fields)) or "(none)"
-        raise BackendError(
+        raise UnmappedFieldError(
             f"field `{path}` (in {where}) is not mapped in index `{self.index}`; the embedded backend "
             f"queries mapped fields only. Mapped fields: {known}"
         )
@@ -462,7 +467,10 @@ def eval_multi_match(body: Any, ctx: Context) -> Match:
     results = []
     for f in fields:
         name, _, weight = str(f).partition("^")
-        res = _match_field(ctx, name, body["query"], {**params, "boost": float(weight or 1.0)}, "multi_match")
+        try:
+            res = _match_field(ctx, name, body["query"], {**params, "boost": float(weight or 1.0)}, "multi_match")
+        except UnmappedFieldError:
+            res = ctx.no_rows()  # OpenSearch skips unmapped fields
         results.append(res)
     mask = np.zeros(ctx.n, dtype=bool)
     for r in results:
@@ -597,6 +605,10 @@ CLAUSES: dict[str, Callable[[Any, Context], Match]] = {
 }
 
 
+#: Leaf queries that match nothing on an unmapped field (OpenSearch: 0 hits, no error).
+_ZERO_WHEN_UNMAPPED = {"term", "terms", "range", "match"}
+
+
 def evaluate(query: Any, ctx: Context) -> Match:
     name, body = _one_clause(query, "query")
     handler = CLAUSES.get(name)
@@ -604,6 +616,11 @@ def evaluate(query: Any, ctx: Context) -> Match:
         if name == "hybrid":
             raise UnsupportedQueryError("hybrid", where="a nested position", hint="hybrid must be the top-level query")
         raise UnsupportedQueryError(name)
+    if name in _ZERO_WHEN_UNMAPPED:
+        try:
+            return handler(body, ctx)
+        except UnmappedFieldError:
+            return ctx.no_rows()
     return handler(body, ctx)
 
 
