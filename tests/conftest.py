@@ -14,6 +14,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 SCIFACT = SHARED / "data" / "scifact"
 
+# the session's real OpenSearch node (fixture `opensearch_node`, marker `opensearch_node`)
+pytest_plugins = ["tests.opensearch_node"]
+
 
 @pytest.fixture()
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
