@@ -299,3 +299,110 @@ def test_unmapped_field_difference_is_documented(scifact_pair):
     assert node.search(index, copy.deepcopy(body))["hits"]["total"]["value"] == 0
     with pytest.raises(BackendError, match="metadata.research_field.*not mapped"):
         emb.search(index, body)
+
+
+# ------------------------------------------------------------------------ hybrid (neural-search)
+@pytest.fixture
+def neural(opensearch_node):
+    if not opensearch_node.has_plugin("opensearch-neural-search"):
+        pytest.skip("the neural-search plugin did not load on the node")
+
+
+@pytest.mark.parametrize("fusion", ["min_max", "rrf"])
+@pytest.mark.parametrize("collapse", [False, True])
+def test_hybrid_query_with_search_pipeline(neural, filled, fusion, collapse):
+    """`hybrid` (BM25 + k-NN with the filter inside) through a temporary search pipeline: normalization-processor
+    (min_max, arithmetic_mean 0.3/0.7) or score-ranker-processor (rrf), as query.search/the rewriter send it."""
+    from query.search import build_body
+
+    backend, emb, index = filled
+    body = build_body("cough", mode="hybrid", k=3, vector=[1.0, 3.0, 0.0, 0.5], collapse=collapse,
+                      filter=dsl.terms("latent.disease", ["flu", "covid"]))
+    if fusion == "rrf":
+        body["search_pipeline"] = dsl.rrf_pipeline()
+    node = backend.search(index, copy.deepcopy(body))
+    local = emb.search(index, copy.deepcopy(body))
+    assert ids(node) == ids(local)
+    assert [h["_score"] for h in node["hits"]["hits"]] == pytest.approx([h["_score"] for h in local["hits"]["hits"]],
+                                                                       abs=1e-4)
+
+
+@pytest.mark.parametrize("fusion", ["rrf", "min_max"])
+def test_rewriter_hybrid_runs_on_the_node(neural, scifact_pair, embedder, fusion):
+    """The rewriter's hybrid mode (its _msearch ladder, then hybrid + search pipeline, boost promotion) on the
+    node. Not compared hit by hit with the embedded engine: BM25 differs (test_bm25_difference_is_documented);
+    the level choice, which comes from the dense ladder, must agree."""
+    from latentsearch.query.retrieval import Retriever
+
+    node, emb, index, rows = scifact_pair
+    out = []
+    for backend in (node, emb):
+        retriever = Retriever(backend, index, embedder, extractor=FixedExtractor(["oncology", "genetics"]))
+        out.append(retriever.rewriter().search(rows[7]["title"], k=6, mode="hybrid", fusion=fusion, min_hits=3))
+    a, b = out
+    assert len(a.hits) == 6 and a.hits[0].doc_id == str(rows[7]["_id"])
+    assert a.explanation.chosen_msm == b.explanation.chosen_msm
+    assert a.hits[0].doc_id == b.hits[0].doc_id
+
+
+def _pipeline(comb: str, weights: list[float]) -> dict:
+    if comb == "rrf":
+        return dsl.rrf_pipeline()
+    return {"phase_results_processors": [{"normalization-processor": {
+        "normalization": {"technique": "min_max"},
+        "combination": {"technique": comb, "parameters": {"weights": weights}}}}]}
+
+
+@pytest.mark.parametrize("comb", ["arithmetic_mean", "geometric_mean", "harmonic_mean", "rrf"])
+@pytest.mark.parametrize("size", [5, 15])
+def test_hybrid_combination_semantics(neural, scifact_pair, embedder, comb, size):
+    """hybrid scores and hits.total, with sub-queries whose scores both engines compute identically (k-NN and
+    constant_score; BM25 is not one of them, see test_bm25_difference_is_documented). Found here and fixed in
+    the embedded engine: (1) OpenSearch's arithmetic_mean counts a sub-query that missed a document as 0 *with*
+    its weight (geometric/harmonic skip it); the embedded engine divided by the present weights only. (2)
+    hits.total counts every document any sub-query matched, not only each sub-query's top from+size."""
+    node, emb, index, rows = scifact_pair
+    v1, v2 = (embedder.encode([rows[i]["title"]])[0].tolist() for i in (2, 9))
+    queries = [dsl.knn("vector", v1, k=12), {"constant_score": {"filter": dsl.term("latent.research_field", "genetics")}},
+               dsl.knn("vector", v2, k=4)]
+    body = {"query": dsl.hybrid(queries), "size": size, "_source": False,
+            "search_pipeline": _pipeline(comb, [0.5, 0.2, 0.3])}
+    a = node.search(index, copy.deepcopy(body))
+    b = emb.search(index, copy.deepcopy(body))
+    assert a["hits"]["total"]["value"] == b["hits"]["total"]["value"]
+    assert_same_ranking(a, b)
+
+
+def assert_same_ranking(a: dict, b: dict, tol: float = 1e-4) -> None:
+    """Same scores in the same order; documents with equal scores may come in any order (OpenSearch breaks
+    hybrid ties by its own collector order), and a tie group cut by the page end may differ in members."""
+    sa = [h["_score"] for h in a["hits"]["hits"]]
+    sb = [h["_score"] for h in b["hits"]["hits"]]
+    assert sa == pytest.approx(sb, abs=tol)
+    last = sa[-1] if sa else None
+    groups: dict[float, tuple[set, set]] = {}
+    for ha, hb in zip(a["hits"]["hits"], b["hits"]["hits"]):
+        key = round(ha["_score"] / tol)
+        if last is not None and abs(ha["_score"] - last) <= tol:
+            continue
+        groups.setdefault(key, (set(), set()))
+        groups[key][0].add(ha["_id"])
+        groups[key][1].add(hb["_id"])
+    for key, (ga, gb) in groups.items():
+        assert ga == gb, f"score {key * tol}: OpenSearch {sorted(ga)} embedded {sorted(gb)}"
+
+
+def test_bm25_difference_is_documented(scifact_pair):
+    """DOCUMENTED DIFFERENCE (by design, not fixed): the embedded engine's BM25 is not Lucene's (Lucene encodes
+    field lengths lossily in one byte and multi_match scores per field; the embedded full-text index does its
+    own scoring), so lexical hit SETS and totals agree but scores and the order below the top do not. Hybrid
+    queries with a BM25 sub-query therefore fuse slightly different normalised scores; the rewriter's hybrid
+    mode ranks can differ on the two engines, dense mode does not (test_rewriter_ladder_same_on_both_engines)."""
+    from query.search import TEXT_FIELDS
+
+    node, emb, index, rows = scifact_pair
+    for i in (3, 7, 11):
+        body = {"query": dsl.multi_match(rows[i]["title"], TEXT_FIELDS, type="best_fields"), "size": 100}
+        a, b = node.search(index, copy.deepcopy(body)), emb.search(index, copy.deepcopy(body))
+        assert set(ids(a)) == set(ids(b)) and a["hits"]["total"] == b["hits"]["total"]
+        assert ids(a)[0] == ids(b)[0]  # the title's own abstract wins on both
