@@ -406,3 +406,53 @@ def test_bm25_difference_is_documented(scifact_pair):
         a, b = node.search(index, copy.deepcopy(body)), emb.search(index, copy.deepcopy(body))
         assert set(ids(a)) == set(ids(b)) and a["hits"]["total"] == b["hits"]["total"]
         assert ids(a)[0] == ids(b)[0]  # the title's own abstract wins on both
+
+
+# -------------------------------------------------------------- ML Commons: opensearch-setup, pipelines
+@pytest.fixture
+def ml_commons(opensearch_node):
+    if not opensearch_node.has_plugin("opensearch-ml"):
+        pytest.skip("the ML Commons plugin did not load on the node")
+
+
+def test_opensearch_setup_ingest_and_search_pipelines(ml_commons, opensearch_node, os_index, home, embedder):
+    """`latentsearch opensearch-setup --models embeddings` against real ML Commons, with the model server
+    (latentsearch serve, MiniLM only) on loopback: connector, remote model, deployment, the ingest pipeline's
+    ml_inference processor fills `vector` on write (equal to the embedder's own vector), and the search
+    pipeline turns a plain `match` on `text` into k-NN."""
+    pytest.importorskip("uvicorn")
+    from typer.testing import CliRunner
+
+    from latentsearch.cli import app
+    from latentsearch.config import load_settings
+    from latentsearch.onnx_export.serve import ServeConfig, create_app
+    from tests.test_serve import LiveServer
+
+    with LiveServer(create_app(ServeConfig(settings=load_settings()))) as server:
+        result = CliRunner().invoke(app, ["opensearch-setup", "--url", opensearch_node.url, "--server-url", server.url,
+                                          "--models", "embeddings", "--json"])
+        assert result.exit_code == 0, result.output
+        created = json.loads(result.stdout)
+        assert created["ids"]["embeddings_model_id"] and created["ingest_pipeline"] == "latentsearch-ingest"
+
+        body = index_body("opensearch", EntitySchema(), dimension=embedder.dimension)
+        body["settings"]["index"]["default_pipeline"] = created["ingest_pipeline"]
+        with backend_for(opensearch_node.url) as backend:
+            backend.create_index(os_index, body)
+            texts = ["Aspirin lowers the risk of heart attack.", "White matter develops in newborn brains.",
+                     "Insulin regulates blood sugar."]
+            actions = [BulkAction(id=f"d{i}#0", source={"doc_id": f"d{i}", "chunk": {"no": 0, "count": 1}, "text": t})
+                       for i, t in enumerate(texts)]
+            results = backend.bulk(os_index, actions, refresh=True)
+            assert all(r.ok for r in results), results
+            stored = backend.search(os_index, {"query": {"match_all": {}}, "_source": True, "size": 10})
+            by_id = {h["_id"]: h["_source"] for h in stored["hits"]["hits"]}
+            want = embedder.encode(texts)
+            for i in range(len(texts)):
+                got = np.asarray(by_id[f"d{i}#0"]["vector"])
+                assert got.shape == (embedder.dimension,)
+                assert float(np.dot(got, want[i]) / np.linalg.norm(got) / np.linalg.norm(want[i])) > 0.999
+            found = backend.search(os_index, {"query": {"match": {"text": {"query": "brain development in babies"}}},
+                                              "size": 1}, params={"search_pipeline": created["search_pipeline"]})
+            # the query_template replaces the whole request body: `size` too (k = the setup's --k, 10)
+            assert ids(found)[0] == "d1#0" and len(ids(found)) == 3
