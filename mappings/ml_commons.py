@@ -112,21 +112,24 @@ def model_group_body() -> dict[str, Any]:
 
 
 def connector_body(key: ModelKey, cfg: MLCommonsConfig) -> dict[str, Any]:
-    """The `http` connector for one server endpoint: one `predict` action with a request-body template."""
+    """The `http` connector for one server endpoint: one `predict` action with a request-body template.
+
+    The `ml_inference` processor hands a string field to the template JSON-escaped but NOT quoted (ML Commons
+    2.19.1, checked on a real node by tests/test_opensearch_node.py), so a text goes in as `"${parameters.x}"`."""
     base = cfg.server_url.rstrip("/")
     if key == "embeddings":
         parameters: dict[str, Any] = {"model": cfg.embedder}
-        url, template = f"{base}/v1/embeddings", '{ "model": "${parameters.model}", "input": ${parameters.input} }'
+        url, template = f"{base}/v1/embeddings", '{ "model": "${parameters.model}", "input": "${parameters.input}" }'
         what = f"dense vectors ({cfg.embedder}, OpenAI-compatible /v1/embeddings)"
     elif key == "extract":
         types = [t.model_dump(exclude_none=True) for t in cfg.entities.latent_types]
         parameters = {"text_type": json.dumps(cfg.entities.text_type), "types": json.dumps(types)}
         url = f"{base}/extract"
-        template = '{ "texts": [${parameters.text}], "text_type": ${parameters.text_type}, "types": ${parameters.types} }'
+        template = '{ "texts": ["${parameters.text}"], "text_type": ${parameters.text_type}, "types": ${parameters.types} }'
         what = "latent entities (LentEx) for the index's entity schema"
     else:
         parameters = {}
-        url, template = f"{base}/mentions", '{ "texts": [${parameters.text}] }'
+        url, template = f"{base}/mentions", '{ "texts": ["${parameters.text}"] }'
         what = "entity mentions with type-aware vectors"
     return {
         "name": f"latentsearch-{key}",
@@ -187,7 +190,9 @@ def ingest_pipeline_body(cfg: MLCommonsConfig, model_ids: dict[str, str]) -> dic
 
 def search_pipeline_body(cfg: MLCommonsConfig, embeddings_model_id: str) -> dict[str, Any]:
     """A request processor that embeds the text of `{"match": {"text": {"query": ...}}}` and replaces the
-    query by a k-NN query on `vector` (`query_template`, `${query_vector}` filled from the model output)."""
+    query by a k-NN query on `vector` (`query_template`, `${query_vector}` filled from the model output).
+    The template replaces the whole request body, so the request's own `size`/`_source` are dropped: a search
+    through the pipeline returns up to `cfg.k` hits (seen on a real 2.19.1 node)."""
     template = {"query": {"knn": {"vector": {"vector": "${query_vector}", "k": cfg.k}}},
                 "_source": {"excludes": ["vector", "mentions.vector"]}}
     # the placeholder must be inserted as a JSON array, not a string
@@ -269,17 +274,29 @@ def _await_task(send: Callable[[str, str, dict[str, Any] | None], dict[str, Any]
     raise SetupError(f"ML task {response['task_id']} did not report {key!r} in time: {json.dumps(task)[:300]}")
 
 
+_EXISTING_GROUP = re.compile(r"already being used by a model group with ID: ([A-Za-z0-9_-]+)")
+
+
 def apply(steps: Sequence[Step], send: Callable[[str, str, dict[str, Any] | None], dict[str, Any]],
           on_step: Callable[[Step, dict[str, Any]], None] | None = None, *, task_attempts: int = 30,
           task_wait_s: float = 1.0) -> dict[str, str]:
-    """Run the steps with `send(method, path, body) -> response`; returns the captured ids."""
+    """Run the steps with `send(method, path, body) -> response`; returns the captured ids. Safe to re-run:
+    the model group of an earlier run is reused (connectors and models are registered anew, the pipelines are
+    overwritten to use them)."""
     ids: dict[str, str] = {}
     for step in steps:
         path, body = fill(step.path, ids), fill(step.body, ids)
         missing = re.findall(r"\{([a-z_]+_id)\}", json.dumps([path, body]))
         if missing:
             raise SetupError(f"step {step.name!r} needs {missing}, which no earlier step returned")
-        response = send(step.method, path, body) or {}
+        try:
+            response = send(step.method, path, body) or {}
+        except SetupError as err:
+            # re-running setup: ML Commons refuses a second model group of the same name and names the first
+            existing = _EXISTING_GROUP.search(str(err)) if path.endswith("/model_groups/_register") else None
+            if existing is None:
+                raise
+            response = {"model_group_id": existing.group(1), "status": "EXISTING"}
         for key in step.capture.values():
             if key not in response and "task_id" in response:
                 response = _await_task(send, response, key, task_attempts, task_wait_s)

@@ -29,7 +29,7 @@ from latentsearch.config import EntitySchema, Settings
 from latentsearch.mappings import schema_from_mapping
 from latentsearch.protocols import Embedder, LatentExtractor
 from latentsearch.query.rewriter import QueryRewriter, RewriteOptions, RewrittenSearch
-from latentsearch.query.search import Hit, SearchMode, SearchResult, build_body, parse_hits
+from latentsearch.query.search import Hit, SearchMode, SearchResult, build_body, collapse_hits, parse_hits
 from latentsearch.query.search import search as plain_search
 
 SearchType = Literal["dense", "hybrid"]
@@ -290,7 +290,8 @@ class Retriever:
                               collapse=collapse)
             response = await self.async_backend.search(self.index, body)
             return Retrieval(query=text, index=self.index, mode=mode, total=int(response["hits"]["total"]["value"]),
-                             took_ms=round((time.perf_counter() - started) * 1000, 2), hits=parse_hits(response),
+                             took_ms=round((time.perf_counter() - started) * 1000, 2),
+                             hits=collapse_hits(parse_hits(response), k) if collapse else parse_hits(response),
                              dsl=body if include_dsl else None)
         return await asyncio.to_thread(self.search, text, k=k, mode=mode, strictness=strictness, min_hits=min_hits,
                                        fusion=fusion, filter=filter, collapse=collapse, include_dsl=include_dsl,

@@ -35,7 +35,7 @@ from latentsearch.backends import SearchBackend
 from latentsearch.cache import content_hash
 from latentsearch.config import EntitySchema
 from latentsearch.mappings import schema_from_mapping
-from latentsearch.query.search import Hit, build_body, parse_hits
+from latentsearch.query.search import Hit, build_body, collapse_hits, parse_hits
 
 Strictness = Literal["auto", "strict", "loose", "none"] | int | str
 LATENT_PREFIX = "latent."
@@ -339,7 +339,7 @@ class QueryRewriter:
                               "search_pipeline": pipeline})
             t0 = time.perf_counter()
             raw = self.backend.msearch(self.index, batch)
-            found = [parse_hits(r) for r in raw]
+            found = [collapse_hits(parse_hits(r), n) for r, n in zip(raw, (opts.k, depth))]
             timings["backend"] += _ms(t0)
             totals[pick] = int(raw[0]["hits"]["total"]["value"])
             if promote and opts.promotion == "boost":

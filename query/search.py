@@ -74,12 +74,27 @@ def build_body(
     else:
         query = dsl.hybrid([lexical, knn_clause])
         pipeline = dsl.normalization_pipeline("min_max", "arithmetic_mean", [0.3, 0.7])
+    # OpenSearch 2.19 ignores `collapse` on a hybrid query (no error, duplicate documents); ask for the pool and
+    # let collapse_hits() keep each document's best chunk (a no-op where the engine collapsed)
     return dsl.search_body(
         query,
-        size=k,
+        size=pool if mode == "hybrid" else k,
         collapse_field="doc_id" if collapse else None,
         search_pipeline=pipeline,
     )
+
+
+def collapse_hits(hits: list[Hit], k: int) -> list[Hit]:
+    """The first (best) hit of each document, at most k: the client-side half of `collapse` on `doc_id`."""
+    seen: set[str] = set()
+    out: list[Hit] = []
+    for h in hits:
+        if h.doc_id not in seen:
+            seen.add(h.doc_id)
+            out.append(h)
+            if len(out) == k:
+                break
+    return out
 
 
 def parse_hits(response: dict[str, Any]) -> list[Hit]:
@@ -130,6 +145,6 @@ def search(
         mode=mode,
         total=int(response["hits"]["total"]["value"]),
         took_ms=round((time.perf_counter() - started) * 1000, 2),
-        hits=parse_hits(response),
+        hits=collapse_hits(parse_hits(response), k) if collapse else parse_hits(response),
         dsl=body if include_dsl else None,
     )

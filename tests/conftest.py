@@ -13,6 +13,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data"  # small real slices, see tests/data/README.md
 
+# the session's real OpenSearch node (fixture `opensearch_node`, marker `opensearch_node`)
+pytest_plugins = ["tests.opensearch_node"]
+
 
 @pytest.fixture()
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

@@ -215,6 +215,9 @@ def error_reason(info: Any) -> tuple[str, str | None]:
             caused = err.get("caused_by")
             if isinstance(caused, dict) and caused.get("reason") and caused.get("reason") not in reason:
                 reason = f"{reason} (caused by {caused.get('type')}: {caused['reason']})"
+            elif root.get("reason") and root["reason"] not in reason:
+                # a real cluster's search errors say "all shards failed" on top; the why is the root cause
+                reason = f"{reason} (root cause {root.get('type')}: {root['reason']})"
             return str(reason), etype
         if isinstance(err, str):
             return err, None

@@ -586,7 +586,7 @@ class EmbeddedBackend(SearchBackend):
             mask = mask & (result.score >= float(body["min_score"]))
         rows = np.flatnonzero(mask)
         order = rows[np.lexsort((rows, -result.score[rows]))]
-        total = int(order.size)
+        total = int(order.size) if result.total is None or body.get("min_score") is not None else result.total
         collapse = body.get("collapse")
         collapse_values: dict[int, Any] = {}
         if collapse:

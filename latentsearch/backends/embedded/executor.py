@@ -40,6 +40,9 @@ class UnmappedFieldError(BackendError):
 class Match:
     mask: np.ndarray
     score: np.ndarray
+    # hits.total when it is not mask.sum(): a hybrid query returns only each sub-query's top hits but counts
+    # every document any sub-query matched
+    total: int | None = None
 
 
 @dataclass
@@ -661,7 +664,8 @@ def _with_filter(query: dict[str, Any], flt: dict[str, Any]) -> dict[str, Any]:
 
 def eval_hybrid(body: Any, ctx: Context, pipeline: dict[str, Any] | None, depth: int) -> Match:
     """Each sub-query keeps its top `pagination_depth` (default from+size) hits, which are normalised
-    and combined; a hybrid `filter` applies to every sub-query (OpenSearch 3.0+)."""
+    and combined; a hybrid `filter` applies to every sub-query (OpenSearch 3.0+). hits.total counts every
+    document any sub-query matched (as OpenSearch 2.19 does), not only the kept ones."""
     body = body or {}
     unknown = set(body) - {"queries", "filter", "pagination_depth", "_name"}
     if unknown:
@@ -675,8 +679,10 @@ def eval_hybrid(body: Any, ctx: Context, pipeline: dict[str, Any] | None, depth:
         queries = [_with_filter(q, body["filter"]) for q in queries]
     cfg = _hybrid_config(pipeline, len(queries))
     normalized: list[np.ndarray] = []  # -1 where the sub-query did not return the row
+    matched = np.zeros(ctx.n, dtype=bool)
     for q in queries:
         r = evaluate(q, ctx)
+        matched |= r.mask
         rows = np.flatnonzero(r.mask)
         top = rows[np.lexsort((rows, -r.score[rows]))][:depth]
         out = np.full(ctx.n, -1.0)
@@ -693,8 +699,9 @@ def eval_hybrid(body: Any, ctx: Context, pipeline: dict[str, Any] | None, depth:
     stacked = np.stack(normalized)
     present = stacked >= 0
     mask = present.any(axis=0)
+    total = int(matched.sum())
     if cfg["technique"] == "rrf":
-        return Match(mask, np.where(present, stacked, 0.0).sum(axis=0))
+        return Match(mask, np.where(present, stacked, 0.0).sum(axis=0), total)
     w = np.asarray(cfg["weights"])[:, None] * present
     sw = w.sum(axis=0)
     vals = np.where(present, stacked, 0.0)
@@ -705,8 +712,10 @@ def eval_hybrid(body: Any, ctx: Context, pipeline: dict[str, Any] | None, depth:
         elif comb == "harmonic_mean":
             score = sw / (w / np.where(present, np.maximum(vals, 1e-9), 1.0)).sum(axis=0)
         else:
-            score = (w * vals).sum(axis=0) / sw
-    return Match(mask, np.where(mask, np.nan_to_num(score), 0.0))
+            # OpenSearch's arithmetic mean scores a sub-query that missed the document as 0 and still counts its
+            # weight (geometric and harmonic means skip it): divide by the sum of all weights
+            score = (w * vals).sum(axis=0) / np.sum(cfg["weights"])
+    return Match(mask, np.where(mask, np.nan_to_num(score), 0.0), total)
 
 
 # ---------------------------------------------------------------- _source filtering
