@@ -181,21 +181,33 @@ class EmbeddedBackend(SearchBackend):
     # ------------------------------------------------------------ writes
 
     def bulk(self, index: str, actions: Sequence[BulkAction], *, refresh: bool = False) -> list[BulkItemResult]:
+        """Per-item statuses as OpenSearch gives them, in order: index 201 created / 200 updated,
+        create 201 / 409 when the id exists, delete 200 deleted / 404 not_found."""
         idx = self._apply_dynamic_mapping(self._index(index), actions)
         results: list[BulkItemResult | None] = [None] * len(actions)
         rows: dict[str, dict[str, Any]] = {}  # last write per id wins, like sequential bulk
         nested_rows: dict[str, dict[str, list[dict[str, Any]]]] = {}
         deletes: set[str] = set()
+        exists = self._existing_ids(idx, {str(a.id) for a in actions})  # updated as the batch runs
         for i, action in enumerate(actions):
             doc_id = str(action.id)
             if action.op == "delete":
-                deletes.add(doc_id)
-                rows.pop(doc_id, None)
-                nested_rows.pop(doc_id, None)
-                results[i] = BulkItemResult(doc_id, 200)
+                if doc_id in exists:
+                    deletes.add(doc_id)
+                    rows.pop(doc_id, None)
+                    nested_rows.pop(doc_id, None)
+                    exists.discard(doc_id)
+                    results[i] = BulkItemResult(doc_id, 200, result="deleted")
+                else:
+                    results[i] = BulkItemResult(doc_id, 404, result="not_found")
                 continue
-            if action.op != "index":
-                results[i] = BulkItemResult(doc_id, 400, f"unsupported bulk op {action.op!r}", "illegal_argument_exception")
+            if action.op not in ("index", "create"):
+                results[i] = BulkItemResult(doc_id, 400, f"unsupported bulk op {action.op!r}; supported: index, "
+                                            "create, delete", "illegal_argument_exception")
+                continue
+            if action.op == "create" and doc_id in exists:
+                results[i] = BulkItemResult(doc_id, 409, f"[{doc_id}]: version conflict, document already exists",
+                                            "version_conflict_engine_exception")
                 continue
             try:
                 row, nested = self._row(idx, doc_id, action.source)
@@ -205,11 +217,22 @@ class EmbeddedBackend(SearchBackend):
             rows[doc_id] = row
             nested_rows[doc_id] = nested
             deletes.discard(doc_id)
-            results[i] = BulkItemResult(doc_id, 201)
+            results[i] = BulkItemResult(doc_id, 200, result="updated") if doc_id in exists else \
+                BulkItemResult(doc_id, 201, result="created")
+            exists.add(doc_id)
         self._write(idx, rows, nested_rows, deletes)
         if refresh:
             self.refresh(index)
         return [r for r in results if r is not None]
+
+    @staticmethod
+    def _existing_ids(idx: _Index, ids: set[str]) -> set[str]:
+        """Which of `ids` the index holds now (one filtered scan of the id column per 500 ids)."""
+        found: set[str] = set()
+        for chunk in _chunks(sorted(ids), 500):
+            table = idx.main.search().where(f"_id IN ({', '.join(map(_sql_str, chunk))})").select(["_id"])
+            found.update(table.limit(None).to_arrow().column("_id").to_pylist())
+        return found
 
     def _apply_dynamic_mapping(self, idx: _Index, actions: Sequence[BulkAction]) -> _Index:
         """Map unmapped fields the way OpenSearch's dynamic mapping does, adding columns as needed.
@@ -221,7 +244,7 @@ class EmbeddedBackend(SearchBackend):
         mappings = idx.body.setdefault("mappings", {})
         additions: dict[str, Any] = {}
         for action in actions:
-            if action.op == "index" and isinstance(action.source, dict):
+            if action.op in ("index", "create") and isinstance(action.source, dict):
                 try:  # later documents do not override a type an earlier one set (as in OpenSearch)
                     merge_properties(additions, dynamic_additions(mappings, expand_dots(action.source)))
                 except MapperParsingError:
