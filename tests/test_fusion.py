@@ -14,7 +14,6 @@ norm of the sub-query's scores; rrf sums 1/(rank_constant + rank)). Weights are 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 
