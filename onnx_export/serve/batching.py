@@ -77,6 +77,11 @@ class MicroBatcher(Generic[In, Out]):
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
 
+    @property
+    def waiting(self) -> int:
+        """Requests queued for a coming batch (not yet taken into one): how tests see a backlog form."""
+        return (self._queue.qsize() if self._queue is not None else 0) + len(self._held)
+
     async def run_in_worker(self, fn: Callable[[], Out]) -> Out:
         """Run `fn` on this model's thread (e.g. loading the model), serialised with its batches."""
         if self._executor is None:
