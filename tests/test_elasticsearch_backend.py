@@ -4,8 +4,9 @@ No Elasticsearch server can run here (no JVM). So: (1) `es_dialect` is tested as
 radial-threshold conversion against brute-force numpy using OpenSearch's documented score/distance
 formulas and ES's documented raw similarities; (2) the real elasticsearch-py client talks over
 loopback HTTP to a small recording stand-in (`FakeElasticsearch`) so the requests that go over the
-wire (method, path, translated body) and the OpenSearch-shaped responses are checked. The stand-in
-does not evaluate queries; whether a real ES accepts every translated body is not proven here.
+wire (method, path, translated body) and the OpenSearch-shaped responses are checked; every body the
+client sends is validated against the official Elasticsearch OpenAPI document (the `server` fixture;
+tests/test_elasticsearch_spec.py holds the validator's own checks and negative controls).
 """
 
 from __future__ import annotations
@@ -324,8 +325,16 @@ def fake():
 
 @pytest.fixture
 def server(fake):
+    """The stand-in on loopback; afterwards every request body the client sent must validate against
+    the official Elasticsearch OpenAPI document (tests/oracles/elasticsearch_spec.py)."""
+    from tests.oracles.elasticsearch_spec import load_es_validator, validate_wire_request
+
     with LoopbackServer(fake) as srv:
         yield srv
+    spec = load_es_validator()
+    checked = [(r.method, r.path, validate_wire_request(spec, r.method, r.path, r.body)) for r in srv.requests]
+    bad = [(m, p, errors[:2]) for m, p, errors in checked if errors]
+    assert not bad, f"requests Elasticsearch's spec rejects: {bad}"
 
 
 def es_backend(url: str, **overrides: object) -> ElasticsearchBackend:
