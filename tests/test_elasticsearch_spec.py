@@ -169,3 +169,17 @@ def test_bulk_and_msearch_bodies(v) -> None:
     assert v.validate_bulk(lines) == []
     searches = [translate_search_body(dsl.search_body(q))[0] for q in (QUERIES["knn"], QUERIES["match_all"])]
     assert v.validate_msearch([x for s in searches for x in ({}, s)]) == []
+
+
+def test_the_wire_check_rejects_what_elasticsearch_would(v) -> None:
+    """The check the backend tests run on every recorded request, on bodies it must refuse."""
+    from tests.oracles.elasticsearch_spec import validate_wire_request
+
+    good = json.dumps({"query": {"match_all": {}}}).encode()
+    assert validate_wire_request(v, "POST", "/docs/_search", good) == []
+    assert validate_wire_request(v, "POST", "/docs/_search", b'{"query": {"knn": {"vector": {"vector": [1], "k": 1}}}}')
+    assert validate_wire_request(v, "PUT", "/docs", b'{"settings": {"index": {"knn": true}}}')
+    assert validate_wire_request(v, "PUT", "/docs/_bulk", b'{"index": {"_id": "1"}}\n')
+    assert validate_wire_request(v, "POST", "/docs/_msearch", b'{}\n{"query": {"hybrid": {}}}\n')
+    assert "no request-body schema" in validate_wire_request(v, "POST", "/docs/_update_by_query", good)[0]
+    assert validate_wire_request(v, "HEAD", "/docs", b"") == []
