@@ -314,14 +314,7 @@ class QueryRewriter:
         ranked = [parse_hits(r) for r in responses]
         unfiltered = ranked[-1]
 
-        floor = opts.score_floor
-        if floor is None and unfiltered:
-            floor = unfiltered[min(opts.floor_rank, len(unfiltered)) - 1].score
-        reports = [
-            LevelReport(msm=m, hits=len(h), above_floor=sum(1 for x in h if floor is None or x.score >= floor))
-            for m, h in zip(levels, ranked)
-        ]
-        chosen, reason = self._choose(levels, reports, opts, mapped, unmapped)
+        floor, reports, chosen, reason = decide(levels, ranked, opts, mapped, unmapped)
         pick = levels.index(chosen)
 
         final_filter = latent_filter(mapped, chosen, opts.filter)
@@ -356,11 +349,7 @@ class QueryRewriter:
                 hits = found[0]
         else:
             body = bodies[pick]
-            hits = ranked[pick][: opts.k]
-            if promote and opts.promotion == "boost":
-                hits = _boosted(unfiltered, {h.doc_id for h in ranked[pick]}, opts.boost, opts.k)
-            elif promote:
-                hits = _merge([h for h in ranked[pick] if h.doc_id in keep][: opts.k], unfiltered, opts.k)
+            hits = dense_ranking(ranked[pick], unfiltered, chosen, floor, opts)
         timings["total"] = _ms(started)
         explanation = Explanation(
             entities=mapped, unmapped=unmapped, strictness=str(strictness), floor=floor, levels=reports,
@@ -374,24 +363,69 @@ class QueryRewriter:
         """The async form: the work is CPU-bound model calls plus one msearch, run off the event loop."""
         return await asyncio.to_thread(self.search, text, **options)
 
-    @staticmethod
-    def _choose(
-        levels: list[int | None], reports: list[LevelReport], opts: RewriteOptions,
-        mapped: list[EntityMapping], unmapped: list[EntityMapping],
-    ) -> tuple[int | None, str]:
-        if not mapped:
-            why = "no latent entities extracted" if not unmapped else "no extracted entity exists in the index"
-            return None, why + "; unfiltered"
-        if opts.strictness != "auto":
-            msm = levels[0]
-            return msm, f"strictness {opts.strictness}: {msm} of {len(mapped)} entities required"
-        for msm, rep in zip(levels, reports):
-            if msm is not None and rep.above_floor >= opts.min_hits:
-                return msm, (
-                    f"strictest level with >= {opts.min_hits} documents above the floor: "
-                    f"{msm} of {len(mapped)} entities ({rep.above_floor} documents)"
-                )
-        return None, f"no level kept {opts.min_hits} documents above the floor; unfiltered"
+
+
+# -- the strictness decision: pure functions of the level rankings (tests/test_strictness.py) ------
+
+
+def score_floor(unfiltered: Sequence[Hit], opts: RewriteOptions) -> float | None:
+    """`score_floor` when given, else the unfiltered ranking's score at `floor_rank` (its last hit
+    when shorter); None when there is neither (then every hit counts as above the floor)."""
+    if opts.score_floor is not None:
+        return opts.score_floor
+    if not unfiltered:
+        return None
+    return unfiltered[min(opts.floor_rank, len(unfiltered)) - 1].score
+
+
+def decide(
+    levels: list[int | None], ranked: Sequence[Sequence[Hit]], opts: RewriteOptions,
+    mapped: list[EntityMapping], unmapped: list[EntityMapping],
+) -> tuple[float | None, list[LevelReport], int | None, str]:
+    """(floor, one report per level, the chosen msm, why) from each level's ranking; the last
+    level is the unfiltered one. No backend: the search calls this on its one msearch's results."""
+    floor = score_floor(ranked[-1], opts)
+    reports = [
+        LevelReport(msm=m, hits=len(h), above_floor=sum(1 for x in h if floor is None or x.score >= floor))
+        for m, h in zip(levels, ranked)
+    ]
+    chosen, reason = choose(levels, reports, opts, mapped, unmapped)
+    return floor, reports, chosen, reason
+
+
+def dense_ranking(
+    level: Sequence[Hit], unfiltered: Sequence[Hit], chosen: int | None, floor: float | None, opts: RewriteOptions,
+) -> list[Hit]:
+    """The final dense list: `boost` adds opts.boost to the chosen level's documents in the unfiltered
+    list; `tier` puts its hits at or above the floor first; then (backfill) the unfiltered rest.
+    Without backfill, or with no filter chosen, the level's own ranking."""
+    if not (opts.backfill and chosen is not None):
+        return list(level[: opts.k])
+    if opts.promotion == "boost":
+        return _boosted(list(unfiltered), {h.doc_id for h in level}, opts.boost, opts.k)
+    keep = [h for h in level if floor is None or h.score >= floor]
+    return _merge(keep[: opts.k], list(unfiltered), opts.k)
+
+
+def choose(
+    levels: list[int | None], reports: list[LevelReport], opts: RewriteOptions,
+    mapped: list[EntityMapping], unmapped: list[EntityMapping],
+) -> tuple[int | None, str]:
+    """The msm to use: fixed strictness takes the ladder's first level; `auto` the strictest with
+    at least `min_hits` documents at or above the floor, else no filter."""
+    if not mapped:
+        why = "no latent entities extracted" if not unmapped else "no extracted entity exists in the index"
+        return None, why + "; unfiltered"
+    if opts.strictness != "auto":
+        msm = levels[0]
+        return msm, f"strictness {opts.strictness}: {msm} of {len(mapped)} entities required"
+    for msm, rep in zip(levels, reports):
+        if msm is not None and rep.above_floor >= opts.min_hits:
+            return msm, (
+                f"strictest level with >= {opts.min_hits} documents above the floor: "
+                f"{msm} of {len(mapped)} entities ({rep.above_floor} documents)"
+            )
+    return None, f"no level kept {opts.min_hits} documents above the floor; unfiltered"
 
 
 def _boosted(hits: list[Hit], matched: set[str], bonus: float, k: int) -> list[Hit]:

@@ -4,8 +4,9 @@ No Elasticsearch server can run here (no JVM). So: (1) `es_dialect` is tested as
 radial-threshold conversion against brute-force numpy using OpenSearch's documented score/distance
 formulas and ES's documented raw similarities; (2) the real elasticsearch-py client talks over
 loopback HTTP to a small recording stand-in (`FakeElasticsearch`) so the requests that go over the
-wire (method, path, translated body) and the OpenSearch-shaped responses are checked. The stand-in
-does not evaluate queries; whether a real ES accepts every translated body is not proven here.
+wire (method, path, translated body) and the OpenSearch-shaped responses are checked; every body the
+client sends is validated against the official Elasticsearch OpenAPI document (the `server` fixture;
+tests/test_elasticsearch_spec.py holds the validator's own checks and negative controls).
 """
 
 from __future__ import annotations
@@ -324,8 +325,16 @@ def fake():
 
 @pytest.fixture
 def server(fake):
+    """The stand-in on loopback; afterwards every request body the client sent must validate against
+    the official Elasticsearch OpenAPI document (tests/oracles/elasticsearch_spec.py)."""
+    from tests.oracles.elasticsearch_spec import load_es_validator, validate_wire_request
+
     with LoopbackServer(fake) as srv:
         yield srv
+    spec = load_es_validator()
+    checked = [(r.method, r.path, validate_wire_request(spec, r.method, r.path, r.body)) for r in srv.requests]
+    bad = [(m, p, errors[:2]) for m, p, errors in checked if errors]
+    assert not bad, f"requests Elasticsearch's spec rejects: {bad}"
 
 
 def es_backend(url: str, **overrides: object) -> ElasticsearchBackend:
@@ -389,7 +398,9 @@ def test_bulk_search_msearch_count_get_on_the_wire(server, fake):
             INDEX, [dsl.search_body(dsl.knn("vector", VEC, k=2)), dsl.search_body(dsl.match_all())]
         )
         assert b.count(INDEX) == 2
-        assert b.count(INDEX, dsl.term("latent.disease", "flu")) == 2  # the stand-in does not filter
+        # the stand-in runs the query: "1" lost its latent values when `again` overwrote it
+        assert b.count(INDEX, dsl.term("latent.disease", "flu")) == 0
+        assert b.count(INDEX, dsl.term("latent.disease", "diabetes")) == 1
         assert b.get(INDEX, "1") == {"text": "fever v2"}
         assert b.get(INDEX, "nope") is None
         b.refresh(INDEX)
@@ -426,15 +437,17 @@ def test_bulk_search_msearch_count_get_on_the_wire(server, fake):
         "knn": {"field": "mentions.vector", "query_vector": VEC, "k": 4, "num_candidates": 6}
     }
     assert sent["query"]["bool"]["filter"] == [{"term": {"latent.disease": {"value": "flu"}}}]
-    assert response["hits"]["total"] == {"value": 2, "relation": "eq"}
-    assert [h["_id"] for h in response["hits"]["hits"]] == ["1", "3"]
+    assert response["hits"]["total"] == {"value": 0, "relation": "eq"}  # no document has mentions
+    assert response["hits"]["hits"] == []
 
     msearch = server.recorded("POST", f"/{INDEX}/_msearch")[0]
     lines = msearch.ndjson()
     assert lines[0] == {} and lines[2] == {}
     assert lines[1]["query"] == {"knn": {"field": "vector", "query_vector": VEC, "k": 2, "num_candidates": 3}}
     assert lines[3]["query"] == {"match_all": {}}
-    assert [r["hits"]["total"]["value"] for r in responses] == [2, 2]
+    # k-NN finds the one document that still has a vector ("1" was overwritten without one)
+    assert [r["hits"]["total"]["value"] for r in responses] == [1, 2]
+    assert [h["_id"] for h in responses[0]["hits"]["hits"]] == ["3"]
 
     count = server.recorded("POST", f"/{INDEX}/_count")
     assert count[0].body == b"" or count[0].json() in (None, {})
@@ -469,7 +482,8 @@ def test_hybrid_search_and_total_as_int(server, fake):
     assert [r["standard"]["query"] for r in sent["retriever"]["rrf"]["retrievers"]][1]["knn"][
         "query_vector"
     ] == VEC
-    assert response["hits"]["total"] == {"value": 2, "relation": "eq"}
+    assert response["hits"]["total"] == {"value": 1, "relation": "eq"}  # only "a" matches text x; no vectors
+    assert [h["_id"] for h in response["hits"]["hits"]] == ["a"]
     assert all("_rank" not in h for h in response["hits"]["hits"])
 
 
@@ -555,7 +569,8 @@ def test_retries_and_transient_errors(fake):
 
 def test_not_elasticsearch_is_reported(fake):
     fake.headers = {}  # no X-Elastic-Product on a 2xx answer: the client's product check refuses it
-    fake.indices[INDEX] = {"mappings": {}, "settings": {}, "docs": {}}
+    fake.indices[INDEX] = {"mappings": {}, "settings": {}}
+    fake.engine.create_index(INDEX, {"mappings": {}})
     with (
         LoopbackServer(fake) as srv,
         es_backend(srv.url) as b,

@@ -155,7 +155,7 @@ def test_bulk_upsert_is_idempotent_and_per_item_errors_do_not_block(tmp_path: Pa
         BulkAction("bad-int", {"doc_id": "c", "n": "many"}),
         BulkAction("ok", {"doc_id": "d", "n": 5}),
     ])
-    assert [r.status for r in results] == [201, 400, 400, 201]
+    assert [r.status for r in results] == [200, 400, 400, 201]  # a0 existed: updated
     assert "dimension" in results[1].error and "`n`" in results[2].error
     assert backend.count("u") == 2
     assert backend.get("u", "a#0")["n"] == 2

@@ -277,3 +277,64 @@ def test_deleting_the_index_resets_its_checkpoint(home: Path, scifact_sample: Pa
     EmbeddedBackend(home / "db").delete_index("again")
     report = ingest(corpus, settings, progress=False)  # the re-created index gets everything again
     assert report.records_read == 3 and report.chunks_written == report.chunks > 0
+
+
+# ------------------------------------------------------------------ gaps: mapping rejections, --no-resume
+
+
+def test_a_document_the_mapping_rejects_goes_to_the_dead_letter_and_the_rest_lands(tmp_path: Path) -> None:
+    """Not a transport failure: the engine answers 400 for one item (its `metadata.year` is not an
+    integer), the writer must not retry it, and the dead letter names its line."""
+    backend = EmbeddedBackend(tmp_path / "db")
+    backend.create_index("m", {"mappings": {"properties": {
+        "text": {"type": "text"},
+        "metadata": {"properties": {"year": {"type": "integer"}, "ids": {"type": "keyword"}},
+                     "dynamic": "strict"}}}})
+    chunks = _chunks(4)
+    chunks[1].metadata = {"year": "nineteen ninety"}  # the mapping says integer
+    chunks[2].metadata = {"journal": "Nature"}  # metadata is strict: no such field
+    chunks[3].metadata = {"year": 1999}
+    dead = DeadLetter(tmp_path / "dead.jsonl")
+    calls: list[int] = []
+    writer = BulkWriter(backend, "m", dead, batch_size=10, sleep=calls.append)
+    stats = writer.write(chunks)
+    dead.close()
+    assert (stats.written, stats.failed, stats.retries) == (2, 2, 0) and calls == []  # no retry of a 400
+    rows = [json.loads(x) for x in (tmp_path / "dead.jsonl").read_text().splitlines()]
+    assert [(r["line"], r["id"], r["stage"]) for r in rows] == [(2, "d1#0", "write"), (3, "d2#0", "write")]
+    assert "year" in rows[0]["reason"] and "journal" in rows[1]["reason"]
+    assert sorted(_all_ids(backend, "m")) == ["d0#0", "d3#0"]
+    assert backend.get("m", "d3#0")["metadata"] == {"year": 1999}
+
+
+def test_resume_reports_where_it_resumed_and_no_resume_starts_over(home: Path, scifact_sample: Path) -> None:
+    lines = _sample_lines(scifact_sample, 6)
+    corpus = _write_jsonl(home.parent / "r.jsonl", lines)
+    settings = load_settings(index="resume")
+    first = ingest(corpus, settings, progress=False)
+    assert first.resumed_from_item == 0 and first.records_read == 6
+    resumed = ingest(corpus, settings, progress=False)
+    assert resumed.resumed_from_item == 6  # the checkpoint: every record of the first run
+    assert resumed.records_skipped_by_checkpoint == 6 and resumed.chunks == 0
+    backend = EmbeddedBackend(home / "db")
+    ids = _all_ids(backend, "resume")
+    over = ingest(corpus, settings, resume=False, progress=False)  # what `--no-resume` passes
+    assert over.resumed_from_item == 0 and over.records_skipped_by_checkpoint == 0 and over.records_read == 6
+    assert over.chunks_written == len(ids)  # everything rewritten ...
+    assert sorted(_all_ids(backend, "resume")) == sorted(ids)  # ... by id: no duplicates
+
+
+def test_cli_no_resume_flag_reaches_the_pipeline(home: Path, scifact_sample: Path) -> None:
+    from typer.testing import CliRunner
+
+    from latentsearch.cli import app
+
+    corpus = _write_jsonl(home.parent / "n.jsonl", _sample_lines(scifact_sample, 3))
+    runner = CliRunner()
+    reports = []
+    for flag in ([], [], ["--no-resume"]):
+        result = runner.invoke(app, ["ingest", str(corpus), "--index", "nr", "--json", "--no-latent", *flag])
+        assert result.exit_code == 0, result.output
+        reports.append(json.loads(result.stdout))
+    assert [r["records_skipped_by_checkpoint"] for r in reports] == [0, 3, 0]
+    assert [r["resumed_from_item"] for r in reports] == [0, 3, 0]

@@ -120,8 +120,10 @@ def _serve(app) -> tuple[str, object]:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.time() + 10
-    while not server.started and time.time() < deadline:
+    deadline = time.time() + 60
+    while not server.started:  # fail here, not later with a confusing connection error
+        if not thread.is_alive() or time.time() > deadline:
+            raise RuntimeError(f"the test server on port {port} did not start within 60 s")
         time.sleep(0.05)
     return f"http://127.0.0.1:{port}/v1", server
 

@@ -97,9 +97,12 @@ def chat_server():
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         server = uvicorn.Server(uvicorn.Config(model.app(), host="127.0.0.1", port=port, log_level="warning"))
-        threading.Thread(target=server.run, daemon=True).start()
-        deadline = time.time() + 15
-        while not server.started and time.time() < deadline:
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.time() + 60
+        while not server.started:  # fail here, not later with a confusing connection error
+            if not thread.is_alive() or time.time() > deadline:
+                raise RuntimeError(f"the scripted chat server on port {port} did not start within 60 s")
             time.sleep(0.05)
         servers.append(server)
         return f"http://127.0.0.1:{port}/v1", model

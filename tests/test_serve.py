@@ -248,6 +248,10 @@ def test_openai_client_embeddings(server: LiveServer, embedder) -> None:
 
 def test_concurrent_requests_are_batched_and_each_gets_its_own_vector(server: LiveServer, client: httpx.Client,
                                                                       embedder) -> None:
+    """No timing window: the embedder's worker is held busy until the batcher itself reports all 16
+    requests submitted and unanswered; then no model call has run, so the 16 fall into at most a
+    first batch and whatever queued behind it, and some call must merge several, however slow the
+    box. The checks read the server's own batching metrics."""
     labels = {"model": "embeddings"}
     calls_before = _metric(client, "latentsearch_batch_requests_count", labels)
     singles_before = _metric(client, "latentsearch_batch_requests_bucket", {**labels, "le": "1.0"})
@@ -255,12 +259,35 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_vector(server: Li
     texts = [f"claim number {i}: {w} reduces mortality" for i, w in enumerate(
         ["aspirin", "exercise", "vitamin d", "statins", "sleep", "fasting", "coffee", "metformin",
          "zinc", "yoga", "smoking cessation", "walking", "fish oil", "sunlight", "green tea", "omega-3"])]
+    batcher = server.server.config.app.state.services.embeddings
+    busy, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        busy.set()
+        release.wait(120)
+
+    holder = threading.Thread(target=lambda: asyncio.run(batcher.run_in_worker(hold)), daemon=True)
+    holder.start()
+    assert busy.wait(60), "the embedder worker did not pick up the holding task"
 
     async def fire() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=120) as ac:
             return await asyncio.gather(*(ac.post("/v1/embeddings", json={"input": t}) for t in texts))
 
-    responses = asyncio.run(fire())
+    out: list[list[httpx.Response]] = []
+    firing = threading.Thread(target=lambda: out.append(asyncio.run(fire())), daemon=True)
+    firing.start()
+    try:
+        deadline = time.time() + 60
+        while batcher.pending < len(texts):
+            assert time.time() < deadline, f"only {batcher.pending} of {len(texts)} requests reached the batcher"
+            time.sleep(0.01)
+    finally:
+        release.set()
+    firing.join(120)
+    holder.join(30)
+    assert out, "the concurrent requests did not complete"
+    responses = out[0]
     assert all(r.status_code == 200 for r in responses)
     expected = embedder.encode(texts)
     for r, e in zip(responses, expected):  # batching must not mix answers up

@@ -57,11 +57,12 @@ RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 @dataclass(slots=True)
 class BulkAction:
-    """One bulk operation. `index` upserts the whole document under `id` (idempotent)."""
+    """One bulk operation. `index` upserts the whole document under `id` (idempotent); `create` writes
+    it only if `id` is new (409 otherwise); `delete` removes it (404 when missing)."""
 
     id: str
     source: dict[str, Any] | None = None
-    op: Literal["index", "delete"] = "index"
+    op: Literal["index", "create", "delete"] = "index"
 
 
 @dataclass(slots=True)
@@ -70,6 +71,7 @@ class BulkItemResult:
     status: int
     error: str | None = None
     error_type: str | None = None
+    result: str | None = None  # OpenSearch's item `result`: created, updated, deleted, not_found
 
     @property
     def ok(self) -> bool:

@@ -146,15 +146,15 @@ def bulk_operations(actions: Sequence[BulkAction]) -> list[dict[str, Any]]:
     """The `_bulk` body (action line, then source line) shared by OpenSearch and Elasticsearch."""
     operations: list[dict[str, Any]] = []
     for action in actions:
-        if action.op == "index":
+        if action.op in ("index", "create"):
             if action.source is None:
-                raise ValueError(f"bulk index action for id {action.id!r} has no source")
-            operations.append({"index": {"_id": action.id}})
+                raise ValueError(f"bulk {action.op} action for id {action.id!r} has no source")
+            operations.append({action.op: {"_id": action.id}})
             operations.append(action.source)
         elif action.op == "delete":
             operations.append({"delete": {"_id": action.id}})
         else:
-            raise ValueError(f"unknown bulk op {action.op!r}; use index or delete")
+            raise ValueError(f"unknown bulk op {action.op!r}; use index, create or delete")
     return operations
 
 
@@ -181,7 +181,8 @@ def bulk_results(actions: Sequence[BulkAction], response: dict[str, Any]) -> lis
                 )
             )
         else:
-            results.append(BulkItemResult(id=str(detail.get("_id", action.id)), status=status))
+            results.append(BulkItemResult(id=str(detail.get("_id", action.id)), status=status,
+                                          result=detail.get("result")))
     return results
 
 

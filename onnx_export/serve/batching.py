@@ -55,6 +55,7 @@ class MicroBatcher(Generic[In, Out]):
         self._held: deque[_Pending[In, Out]] = deque()  # took it from the queue, but it did not fit
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._pending = 0
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -77,6 +78,11 @@ class MicroBatcher(Generic[In, Out]):
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
 
+    @property
+    def pending(self) -> int:
+        """Requests submitted and not yet answered (queued, or in a batch that is running)."""
+        return self._pending
+
     async def run_in_worker(self, fn: Callable[[], Out]) -> Out:
         """Run `fn` on this model's thread (e.g. loading the model), serialised with its batches."""
         if self._executor is None:
@@ -90,8 +96,12 @@ class MicroBatcher(Generic[In, Out]):
         if self._queue is None or self._task is None:
             raise BatcherClosedError(f"{self.name} batcher is not running")
         future: asyncio.Future[list[Out]] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(list(items), future))
-        return await future
+        self._pending += 1
+        try:
+            await self._queue.put(_Pending(list(items), future))
+            return await future
+        finally:
+            self._pending -= 1
 
     async def _next(self, timeout: float | None) -> _Pending[In, Out] | None:
         if self._held:

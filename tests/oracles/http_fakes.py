@@ -314,10 +314,64 @@ def opensearch_ok(req: Recorded) -> Reply:
     return 200, {}, {"acknowledged": True}
 
 
+def es_query_to_opensearch(query: Any, similarities: dict[str, str]) -> Any:
+    """The inverse of es_dialect.QueryTranslator, written independently: ES `knn` objects back to
+    OpenSearch's `{"knn": {field: {...}}}` (a `similarity` threshold back to min_score/max_distance
+    on OpenSearch's scales); every other clause is the same DSL in both and passes through."""
+    if isinstance(query, list):
+        return [es_query_to_opensearch(q, similarities) for q in query]
+    if not isinstance(query, dict):
+        return query
+    knn = query.get("knn")
+    if len(query) == 1 and isinstance(knn, dict) and "field" in knn:
+        spec: dict[str, Any] = {"vector": knn["query_vector"]}
+        if "similarity" in knn:
+            sim, t = similarities.get(knn["field"], "cosine"), float(knn["similarity"])
+            spec.update({"cosine": {"min_score": (1 + t) / 2}, "dot_product": {"min_score": (1 + t) / 2},
+                         "l2_norm": {"max_distance": t * t}}.get(sim, {"max_distance": -t}))
+        else:
+            spec["k"] = knn["k"]
+        if knn.get("filter"):
+            spec["filter"] = {"bool": {"filter": es_query_to_opensearch(knn["filter"], similarities)}}
+        for key in ("boost", "_name"):
+            if key in knn:
+                spec[key] = knn[key]
+        return {"knn": {knn["field"]: spec}}
+    return {k: es_query_to_opensearch(v, similarities) for k, v in query.items()}
+
+
+def es_search_to_opensearch(body: dict[str, Any], similarities: dict[str, str]) -> dict[str, Any]:
+    """An ES search body as the embedded engine's OpenSearch body: retrievers become `hybrid` plus an
+    inline search pipeline (rrf -> score-ranker, linear -> normalization with the weights)."""
+    out = {k: es_query_to_opensearch(v, similarities) for k, v in body.items() if k != "retriever"}
+    retriever = body.get("retriever")
+    if retriever:
+        ((kind, spec),) = retriever.items()
+        if kind == "rrf":
+            subs = [r["standard"]["query"] for r in spec["retrievers"]]
+            pipeline = {"phase_results_processors": [{"score-ranker-processor": {
+                "combination": {"technique": "rrf", "rank_constant": spec.get("rank_constant", 60)}}}]}
+        elif kind == "linear":
+            subs = [r["retriever"]["standard"]["query"] for r in spec["retrievers"]]
+            technique = {"minmax": "min_max", "l2_norm": "l2"}[spec["retrievers"][0]["normalizer"]]
+            pipeline = {"phase_results_processors": [{"normalization-processor": {
+                "normalization": {"technique": technique},
+                "combination": {"technique": "arithmetic_mean",
+                                "parameters": {"weights": [r["weight"] for r in spec["retrievers"]]}}}}]}
+        else:
+            raise ValueError(f"retriever {kind} is not emulated")
+        out["query"] = {"hybrid": {"queries": [es_query_to_opensearch(q, similarities) for q in subs],
+                                   "pagination_depth": spec.get("rank_window_size", 10)}}
+        out["search_pipeline"] = pipeline
+    return out
+
+
 @dataclass
 class FakeElasticsearch:
-    """Just enough Elasticsearch for the client to talk to: stores indices and documents, returns every
-    document for any search (queries are not evaluated; the tests assert the translated requests).
+    """Just enough Elasticsearch for the client to talk to. Documents live in a real embedded engine
+    (a private temporary database): index creation maps the dense_vector mapping back to knn_vector,
+    and every search, msearch and count runs the received ES query, translated back independently
+    (`es_search_to_opensearch`), so a response holds only the documents the query matches.
 
     `total_as_int` answers `hits.total` as a bare int (ES with rest_total_hits_as_int / 6.x style)
     so the response translation can be checked. Documents with `"bad": true` fail like a mapping error.
@@ -326,9 +380,24 @@ class FakeElasticsearch:
     total_as_int: bool = False
     indices: dict[str, dict[str, Any]] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=lambda: {"X-Elastic-Product": "Elasticsearch"})
+    engine: Any = None
+
+    def __post_init__(self) -> None:
+        import tempfile
+
+        from latentsearch.backends.embedded import EmbeddedBackend
+
+        self._tmp = tempfile.TemporaryDirectory(prefix="fake-es-")
+        self.engine = EmbeddedBackend(self._tmp.name)
 
     def __call__(self, req: Recorded) -> Reply:
-        status, body = self.route(req)
+        from latentsearch.backends.base import BackendError
+
+        try:
+            status, body = self.route(req)
+        except BackendError as err:  # the engine refused the query: answer like ES would
+            error = {"type": err.error_type or "parsing_exception", "reason": str(err)}
+            status, body = 400, {"error": {**error, "root_cause": [error]}, "status": 400}
         return status, dict(self.headers), body
 
     @staticmethod
@@ -336,28 +405,31 @@ class FakeElasticsearch:
         err = {"type": "index_not_found_exception", "reason": f"no such index [{index}]", "index": index}
         return 404, {"error": {**err, "root_cause": [err]}, "status": 404}
 
+    def _similarities(self, index: str) -> dict[str, str]:
+        from latentsearch.backends import es_dialect
+
+        return es_dialect.vector_similarities(self.indices[index]["mappings"])
+
     def _hits(self, index: str, body: dict[str, Any] | None) -> dict[str, Any]:
-        docs = self.indices[index]["docs"]
-        size = int((body or {}).get("size", 10))
+        body = dict(body or {})
+        found = self.engine.search(index, es_search_to_opensearch(body, self._similarities(index)))
         hits = [
-            {
-                "_index": index,
-                "_id": i,
-                "_score": 1.0,
-                "_source": src,
-                **({"_rank": n + 1} if "retriever" in (body or {}) else {}),
-            }
-            for n, (i, src) in enumerate(list(docs.items())[:size])
+            {**h, **({"_rank": n + 1} if "retriever" in body else {})}
+            for n, h in enumerate(found["hits"]["hits"])
         ]
-        total: Any = len(docs) if self.total_as_int else {"value": len(docs), "relation": "eq"}
+        value = found["hits"]["total"]["value"]
+        total: Any = value if self.total_as_int else {"value": value, "relation": "eq"}
         return {
             "took": 2,
             "timed_out": False,
             "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
-            "hits": {"total": total, "max_score": 1.0 if hits else None, "hits": hits},
+            "hits": {"total": total, "max_score": found["hits"].get("max_score"), "hits": hits},
         }
 
     def route(self, req: Recorded) -> tuple[int, Any]:
+        from latentsearch.backends import es_dialect
+        from latentsearch.backends.base import BulkAction
+
         parts = [p for p in req.path.split("/") if p]
         m = req.method
         if not parts:
@@ -381,16 +453,18 @@ class FakeElasticsearch:
                     }
                     return 400, {"error": {**err, "root_cause": [err]}, "status": 400}
                 body = req.json() or {}
-                self.indices[index] = {
-                    "mappings": body.get("mappings", {}),
-                    "settings": body.get("settings", {}),
-                    "docs": {},
-                }
+                mappings = body.get("mappings", {})
+                self.engine.create_index(index, {
+                    "settings": {"index": {"knn": True}},
+                    "mappings": es_dialect.from_elasticsearch_mappings(mappings) if mappings else {},
+                })
+                self.indices[index] = {"mappings": mappings, "settings": body.get("settings", {})}
                 return 200, {"acknowledged": True, "shards_acknowledged": True, "index": index}
             if m == "DELETE":
                 if index not in self.indices:
                     return self._missing(index)
                 del self.indices[index]
+                self.engine.delete_index(index)
                 return 200, {"acknowledged": True}
         if index not in self.indices:
             return self._missing(index)
@@ -400,63 +474,45 @@ class FakeElasticsearch:
         if op == "_refresh":
             return 200, {"_shards": {"total": 1, "successful": 1, "failed": 0}}
         if op == "_count":
-            return 200, {"count": len(self.indices[index]["docs"])}
+            body = req.json() or {}
+            query = es_query_to_opensearch(body["query"], self._similarities(index)) if "query" in body else None
+            return 200, {"count": self.engine.count(index, query)}
         if op == "_doc":
             doc_id = parts[2]
-            docs = self.indices[index]["docs"]
-            if doc_id not in docs:
+            src = self.engine.get(index, doc_id)
+            if src is None:
                 return 404, {"_index": index, "_id": doc_id, "found": False}
-            return 200, {"_index": index, "_id": doc_id, "found": True, "_source": docs[doc_id]}
+            return 200, {"_index": index, "_id": doc_id, "found": True, "_source": src}
         if op == "_bulk":
             lines = req.ndjson()
-            items, errors, i = [], False, 0
-            docs = self.indices[index]["docs"]
+            actions, bad, i = [], {}, 0
             while i < len(lines):
                 ((action, meta),) = lines[i].items()
-                if action == "index":
+                if action in ("index", "create"):
                     src = lines[i + 1]
                     i += 2
                     if src.get("bad"):
-                        errors = True
-                        items.append(
-                            {
-                                "index": {
-                                    "_index": index,
-                                    "_id": meta["_id"],
-                                    "status": 400,
-                                    "error": {
-                                        "type": "document_parsing_exception",
-                                        "reason": "[1:8] failed to parse field [bad]",
-                                    },
-                                }
-                            }
-                        )
-                        continue
-                    existed = meta["_id"] in docs
-                    docs[meta["_id"]] = src
-                    items.append(
-                        {
-                            "index": {
-                                "_index": index,
-                                "_id": meta["_id"],
-                                "status": 200 if existed else 201,
-                                "result": "updated" if existed else "created",
-                            }
-                        }
-                    )
+                        bad[len(actions)] = meta["_id"]
+                    actions.append(BulkAction(meta["_id"], src, op=action))
                 else:
                     i += 1
-                    found = docs.pop(meta["_id"], None) is not None
-                    items.append(
-                        {
-                            "delete": {
-                                "_index": index,
-                                "_id": meta["_id"],
-                                "status": 200 if found else 404,
-                                "result": "deleted" if found else "not_found",
-                            }
-                        }
-                    )
+                    actions.append(BulkAction(meta["_id"], op="delete"))
+            good = [a for n, a in enumerate(actions) if n not in bad]
+            results = iter(self.engine.bulk(index, good))
+            items = []
+            for n, a in enumerate(actions):
+                if n in bad:
+                    items.append({"index": {"_index": index, "_id": a.id, "status": 400, "error": {
+                        "type": "document_parsing_exception", "reason": "[1:8] failed to parse field [bad]"}}})
+                    continue
+                r = next(results)
+                detail: dict[str, Any] = {"_index": index, "_id": r.id, "status": r.status}
+                if r.result:
+                    detail["result"] = r.result
+                if r.error:
+                    detail["error"] = {"type": r.error_type, "reason": r.error}
+                items.append({a.op: detail})
+            errors = any("error" in next(iter(item.values())) for item in items)
             return 200, {"took": 1, "errors": errors, "items": items}
         if op == "_search":
             return 200, self._hits(index, req.json())

@@ -310,8 +310,10 @@ class EmbeddedBackend(SearchBackend):
     # ------------------------------------------------------------ writes
 
     def bulk(self, index: str, actions: Sequence[BulkAction], *, refresh: bool = False) -> list[BulkItemResult]:
-        """Upsert/delete by id under the index's write lock; a document that fails (mapping, encoding,
-        limits) gets its own error item, the rest of the request lands."""
+        """Upsert/delete by id under the index's write lock, with per-item statuses as OpenSearch gives them,
+        in order: index 201 created / 200 updated, create 201 / 409 when the id exists, delete 200 deleted /
+        404 not_found. A document that fails (mapping, encoding, limits) gets its own error item, the rest of
+        the request lands."""
         with self.write_lock(index):
             return self._bulk(index, actions, refresh)
 
@@ -321,16 +323,26 @@ class EmbeddedBackend(SearchBackend):
         rows: dict[str, dict[str, Any]] = {}  # last write per id wins, like sequential bulk
         nested_rows: dict[str, dict[str, list[dict[str, Any]]]] = {}
         deletes: set[str] = set()
+        exists = self._existing_ids(idx, {str(a.id) for a in actions})  # updated as the batch runs
         for i, action in enumerate(actions):
             doc_id = str(action.id)
             if action.op == "delete":
-                deletes.add(doc_id)
-                rows.pop(doc_id, None)
-                nested_rows.pop(doc_id, None)
-                results[i] = BulkItemResult(doc_id, 200)
+                if doc_id in exists:
+                    deletes.add(doc_id)
+                    rows.pop(doc_id, None)
+                    nested_rows.pop(doc_id, None)
+                    exists.discard(doc_id)
+                    results[i] = BulkItemResult(doc_id, 200, result="deleted")
+                else:
+                    results[i] = BulkItemResult(doc_id, 404, result="not_found")
                 continue
-            if action.op != "index":
-                results[i] = BulkItemResult(doc_id, 400, f"unsupported bulk op {action.op!r}", "illegal_argument_exception")
+            if action.op not in ("index", "create"):
+                results[i] = BulkItemResult(doc_id, 400, f"unsupported bulk op {action.op!r}; supported: index, "
+                                            "create, delete", "illegal_argument_exception")
+                continue
+            if action.op == "create" and doc_id in exists:
+                results[i] = BulkItemResult(doc_id, 409, f"[{doc_id}]: version conflict, document already exists",
+                                            "version_conflict_engine_exception")
                 continue
             if i in refused:
                 err = refused[i]
@@ -344,11 +356,22 @@ class EmbeddedBackend(SearchBackend):
             rows[doc_id] = row
             nested_rows[doc_id] = nested
             deletes.discard(doc_id)
-            results[i] = BulkItemResult(doc_id, 201)
+            results[i] = BulkItemResult(doc_id, 200, result="updated") if doc_id in exists else \
+                BulkItemResult(doc_id, 201, result="created")
+            exists.add(doc_id)
         self._write(idx, rows, nested_rows, deletes)
         if refresh:
             self.refresh(index)
         return [r for r in results if r is not None]
+
+    @staticmethod
+    def _existing_ids(idx: _Index, ids: set[str]) -> set[str]:
+        """Which of `ids` the index holds now (one filtered scan of the id column per 500 ids)."""
+        found: set[str] = set()
+        for chunk in _chunks(sorted(ids), 500):
+            table = idx.main.search().where(f"_id IN ({', '.join(map(_sql_str, chunk))})").select(["_id"])
+            found.update(table.limit(None).to_arrow().column("_id").to_pylist())
+        return found
 
     def _apply_dynamic_mapping(
         self, idx: _Index, actions: Sequence[BulkAction]
@@ -366,7 +389,7 @@ class EmbeddedBackend(SearchBackend):
         refused: dict[int, MapperParsingError] = {}
         changed = False
         for i, action in enumerate(actions):
-            if action.op != "index" or not isinstance(action.source, dict):
+            if action.op not in ("index", "create") or not isinstance(action.source, dict):
                 continue
             try:
                 self._check_document(action.source)

@@ -630,23 +630,45 @@ def evaluate(query: Any, ctx: Context) -> Match:
 # ---------------------------------------------------------------- hybrid
 
 
+NORMALIZATIONS = ("min_max", "l2")
+COMBINATIONS = ("arithmetic_mean", "geometric_mean", "harmonic_mean")
+
+
 def _hybrid_config(pipeline: dict[str, Any] | None, n_queries: int) -> dict[str, Any]:
+    """The fusion a search pipeline asks for. Anything outside what `eval_hybrid` computes (z_score,
+    another combination) is refused with the supported list, never silently replaced by min_max."""
     cfg = {"technique": "min_max", "combination": "arithmetic_mean", "weights": [1.0] * n_queries, "rank_constant": 60}
     for proc in (pipeline or {}).get("phase_results_processors", []):
         if "normalization-processor" in proc:
             p = proc["normalization-processor"]
             cfg["technique"] = (p.get("normalization") or {}).get("technique", "min_max")
+            if cfg["technique"] not in NORMALIZATIONS:
+                raise UnsupportedQueryError(
+                    f"normalization technique {cfg['technique']}", where="normalization-processor",
+                    hint=f"supported: {', '.join(NORMALIZATIONS)} (or score-ranker-processor rrf)")
             comb = p.get("combination") or {}
             cfg["combination"] = comb.get("technique", "arithmetic_mean")
+            if cfg["combination"] not in COMBINATIONS:
+                raise UnsupportedQueryError(f"combination technique {cfg['combination']}",
+                                            where="normalization-processor", hint=f"supported: {', '.join(COMBINATIONS)}")
             weights = (comb.get("parameters") or {}).get("weights")
             if weights:
                 cfg["weights"] = [float(w) for w in weights]
         elif "score-ranker-processor" in proc:
             comb = proc["score-ranker-processor"].get("combination") or {}
+            if comb.get("technique", "rrf") != "rrf":
+                raise UnsupportedQueryError(f"score-ranker technique {comb['technique']}",
+                                            where="score-ranker-processor", hint="supported: rrf")
             cfg["technique"] = "rrf"
             cfg["rank_constant"] = int(comb.get("rank_constant", 60))
+            if cfg["rank_constant"] < 1:
+                raise BackendError(f"rrf rank_constant must be >= 1, got {cfg['rank_constant']}")
+            if comb.get("parameters"):  # weighted RRF is newer than the vendored spec: not emulated
+                raise UnsupportedQueryError("score-ranker combination.parameters", where="score-ranker-processor",
+                                            hint="supported: technique rrf with rank_constant (unweighted)")
         else:
-            raise UnsupportedQueryError(f"search pipeline processor {next(iter(proc))}")
+            raise UnsupportedQueryError(f"search pipeline processor {next(iter(proc))}",
+                                        hint="supported: normalization-processor, score-ranker-processor")
     if len(cfg["weights"]) != n_queries:
         raise BackendError(f"hybrid has {n_queries} sub-queries but the pipeline gives {len(cfg['weights'])} weights")
     return cfg
@@ -689,7 +711,7 @@ def eval_hybrid(body: Any, ctx: Context, pipeline: dict[str, Any] | None, depth:
         s = r.score[top]
         if top.size:
             if cfg["technique"] == "rrf":
-                out[top] = 1.0 / (cfg["rank_constant"] + np.arange(1, top.size + 1))
+                out[top] = 1.0 / (cfg["rank_constant"] + np.arange(1, top.size + 1))  # rank 1 first
             elif cfg["technique"] == "l2":
                 out[top] = s / (np.sqrt(np.sum(s**2)) or 1.0)
             else:
