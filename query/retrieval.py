@@ -28,7 +28,7 @@ from latentsearch.cache import ContentCache
 from latentsearch.config import EntitySchema, Settings
 from latentsearch.mappings import schema_from_mapping
 from latentsearch.query.rewriter import QueryRewriter, RewrittenSearch
-from latentsearch.query.search import Hit, SearchMode, SearchResult, build_body, parse_hits
+from latentsearch.query.search import Fusion, Hit, SearchMode, SearchResult, build_body, parse_hits
 from latentsearch.query.search import search as plain_search
 
 SearchType = Literal["dense", "hybrid"]
@@ -152,21 +152,24 @@ class Retriever:
 
     # -- search -----------------------------------------------------------------------------
     def search(self, text: str, *, k: int = 10, mode: SearchMode = "dense", strictness: Strictness = "auto",
-               min_hits: int | None = None, fusion: str | None = None, filter: dict[str, Any] | None = None,
+               min_hits: int | None = None, fusion: Fusion | None = None,
+               weights: tuple[float, float] | list[float] | None = None, filter: dict[str, Any] | None = None,
                collapse: bool = True, include_dsl: bool = False, rewrite: bool = True) -> Retrieval:
-        """Top-k hits (one per document with `collapse`); `filter` is a user clause or shorthand (`user_filter`)."""
+        """Top-k hits (one per document with `collapse`); `filter` is a user clause or shorthand (`user_filter`).
+        `fusion`/`weights` set how hybrid fuses BM25 and k-NN, rewritten or not (default: query.search)."""
         clause = user_filter(filter)
         if self.uses_rewriter(mode=mode, strictness=strictness, collapse=collapse, rewrite=rewrite):
-            found = self.rewriter().search(text, **_rewrite_options(k, mode, strictness, min_hits, fusion, clause,
-                                                                    include_dsl))
+            found = self.rewriter().search(text, **_rewrite_options(k, mode, strictness, min_hits, fusion, weights,
+                                                                    clause, include_dsl))
             return Retrieval.from_rewritten(found)
         embedder = None if mode == "bm25" else self.embedder
         return Retrieval.from_plain(plain_search(text, backend=self.backend, index=self.index, embedder=embedder,
                                                  k=k, mode=mode, filter=clause, collapse=collapse,
-                                                 include_dsl=include_dsl))
+                                                 include_dsl=include_dsl, fusion=fusion, weights=weights))
 
     async def asearch(self, text: str, *, k: int = 10, mode: SearchMode = "dense", strictness: Strictness = "auto",
-                      min_hits: int | None = None, fusion: str | None = None, filter: dict[str, Any] | None = None,
+                      min_hits: int | None = None, fusion: Fusion | None = None,
+                      weights: tuple[float, float] | list[float] | None = None, filter: dict[str, Any] | None = None,
                       collapse: bool = True, include_dsl: bool = False, rewrite: bool = True) -> Retrieval:
         """`search` without blocking the event loop: plain search on an async backend (OpenSearch) embeds in a
         worker thread and awaits the request; everything else runs `search` in a thread."""
@@ -177,22 +180,26 @@ class Retriever:
                 raise ValueError("the query text is empty")
             started = time.perf_counter()
             vector = None if mode == "bm25" else (await asyncio.to_thread(self.embedder.encode, [text]))[0].tolist()
-            body = build_body(text, mode=mode, k=k, vector=vector, filter=user_filter(filter), collapse=collapse)
+            body = build_body(text, mode=mode, k=k, vector=vector, filter=user_filter(filter), collapse=collapse,
+                              fusion=fusion, weights=weights)
             response = await self.async_backend.search(self.index, body)
             return Retrieval(query=text, index=self.index, mode=mode, total=int(response["hits"]["total"]["value"]),
                              took_ms=round((time.perf_counter() - started) * 1000, 2), hits=parse_hits(response),
                              dsl=body if include_dsl else None)
         return await asyncio.to_thread(self.search, text, k=k, mode=mode, strictness=strictness, min_hits=min_hits,
-                                       fusion=fusion, filter=filter, collapse=collapse, include_dsl=include_dsl,
+                                       fusion=fusion, weights=weights, filter=filter, collapse=collapse,
+                                       include_dsl=include_dsl,
                                        rewrite=rewrite)
 
 
 def _rewrite_options(k: int, mode: str, strictness: Strictness, min_hits: int | None, fusion: str | None,
-                     clause: dict[str, Any] | None, include_dsl: bool) -> dict[str, Any]:
+                     weights: Any, clause: dict[str, Any] | None, include_dsl: bool) -> dict[str, Any]:
     opts: dict[str, Any] = {"k": k, "mode": mode, "strictness": strictness, "filter": clause,
                             "include_dsl": include_dsl}
     if min_hits is not None:
         opts["min_hits"] = min_hits
     if fusion is not None:
         opts["fusion"] = fusion
+    if weights is not None:
+        opts["weights"] = tuple(weights)
     return opts
