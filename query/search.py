@@ -26,9 +26,9 @@ TEXT_FIELDS = (LEXICAL_FIELD,)
 
 # Hybrid fusion defaults, fitted on SciFact train claims (benchmarks/fusion_fit.py) and used by every
 # entry point (plain search, the rewriter, the CLI, the server): the one place they are set.
-DEFAULT_FUSION: Fusion = "min_max"
-DEFAULT_WEIGHTS: tuple[float, float] = (0.3, 0.7)  # (BM25, k-NN), min_max only
-RRF_RANK_CONSTANT = 60
+DEFAULT_FUSION: Fusion = "rrf"
+DEFAULT_WEIGHTS: tuple[float, float] = (0.5, 0.5)  # (BM25, k-NN), min_max only
+RRF_RANK_CONSTANT = 20
 
 
 def lexical_query(text: str) -> dict[str, Any]:
