@@ -26,7 +26,7 @@ from latentsearch import dsl
 from latentsearch.backends import SearchBackend
 from latentsearch.cache import ContentCache
 from latentsearch.config import EntitySchema, Settings
-from latentsearch.mappings import schema_from_mapping
+from latentsearch.mappings import LEXICAL_FIELD, schema_from_mapping
 from latentsearch.query.rewriter import QueryRewriter, RewrittenSearch
 from latentsearch.query.search import Fusion, Hit, SearchMode, SearchResult, build_body, parse_hits
 from latentsearch.query.search import search as plain_search
@@ -108,6 +108,7 @@ class Retriever:
         self._extractor, self._load_extractor, self._store = extractor, load_extractor, store
         self._schema: EntitySchema | None = None
         self._rewriter: QueryRewriter | None = None
+        self._lexical_ok = False
 
     @classmethod
     def from_settings(cls, settings: Settings, *, index: str | None = None, backend: SearchBackend | None = None,
@@ -132,6 +133,21 @@ class Retriever:
                      if self.backend.index_exists(self.index) else None)
             self._schema = found or EntitySchema()
         return self._schema
+
+    def check_lexical(self, mode: str) -> None:
+        """BM25 and hybrid query `content` (mapping version 2, issue 15). On an index created before it,
+        OpenSearch would silently match nothing: say so instead."""
+        if mode == "dense" or self._lexical_ok:
+            return
+        mapping = self.backend.get_mapping(self.index) if self.backend.index_exists(self.index) else None
+        props = (mapping or {}).get("properties") or {}
+        if mapping is not None and LEXICAL_FIELD not in props and "text" in props:
+            raise ValueError(
+                f"index `{self.index}` was created before lexical search moved to the `{LEXICAL_FIELD}` field "
+                "(title + text, english analysis): delete it and ingest again (embeddings come from the cache), "
+                "or search it with mode dense"
+            )
+        self._lexical_ok = True
 
     def uses_rewriter(self, *, mode: str, strictness: Strictness = "auto", collapse: bool = True,
                       rewrite: bool = True) -> bool:
@@ -158,6 +174,7 @@ class Retriever:
         """Top-k hits (one per document with `collapse`); `filter` is a user clause or shorthand (`user_filter`).
         `fusion`/`weights` set how hybrid fuses BM25 and k-NN, rewritten or not (default: query.search)."""
         clause = user_filter(filter)
+        self.check_lexical(mode)
         if self.uses_rewriter(mode=mode, strictness=strictness, collapse=collapse, rewrite=rewrite):
             found = self.rewriter().search(text, **_rewrite_options(k, mode, strictness, min_hits, fusion, weights,
                                                                     clause, include_dsl))
@@ -173,6 +190,7 @@ class Retriever:
                       collapse: bool = True, include_dsl: bool = False, rewrite: bool = True) -> Retrieval:
         """`search` without blocking the event loop: plain search on an async backend (OpenSearch) embeds in a
         worker thread and awaits the request; everything else runs `search` in a thread."""
+        await asyncio.to_thread(self.check_lexical, mode)
         plain = not await asyncio.to_thread(self.uses_rewriter, mode=mode, strictness=strictness, collapse=collapse,
                                             rewrite=rewrite)
         if self.async_backend is not None and plain:

@@ -209,3 +209,18 @@ def test_lexical_and_hybrid_bodies_use_content_and_the_one_fusion_default() -> N
     assert "score-ranker-processor" in rrf["search_pipeline"]["phase_results_processors"][0]
     with pytest.raises(ValueError, match="no weights"):
         build_body("statins", mode="hybrid", k=5, vector=vec, fusion="rrf", weights=(0.5, 0.5))
+
+
+def test_elasticsearch_follows_the_bodys_fusion() -> None:
+    """ES has no search pipelines: the inline pipeline picks the retriever (rrf with its rank constant, or
+    linear min-max with the weights), whatever the client's default hybrid mode."""
+    from latentsearch.backends.es_dialect import translate_search_body
+
+    vec = [0.1, 0.2, 0.3, 0.4]
+    rrf = build_body("statins", mode="hybrid", k=5, vector=vec, fusion="rrf")
+    es, _ = translate_search_body(rrf, hybrid="linear")
+    assert es["retriever"]["rrf"]["rank_constant"] == RRF_RANK_CONSTANT
+    assert es["retriever"]["rrf"]["retrievers"][0]["standard"]["query"] == {"match": {LEXICAL_FIELD: {"query": "statins"}}}
+    mm = build_body("statins", mode="hybrid", k=5, vector=vec, fusion="min_max", weights=(0.3, 0.7))
+    es, _ = translate_search_body(mm, hybrid="rrf")
+    assert [r["weight"] for r in es["retriever"]["linear"]["retrievers"]] == [0.3, 0.7]
