@@ -41,8 +41,9 @@ def hybrid_pipeline(fusion: Fusion | None = None, weights: tuple[float, float] |
     """The search pipeline that fuses the BM25 and k-NN sub-queries of `hybrid` (defaults above).
 
     `rrf` is OpenSearch's score-ranker-processor (unweighted: its spec has no weights); `min_max`
-    normalises each list to [0, 1] and takes the weighted mean (weights: BM25, k-NN)."""
-    fusion = fusion or DEFAULT_FUSION
+    normalises each list to [0, 1] and takes the weighted mean (weights: BM25, k-NN). Weights without a
+    fusion mean min_max."""
+    fusion = fusion or ("min_max" if weights is not None else DEFAULT_FUSION)
     if fusion == "rrf":
         if weights is not None:
             raise ValueError("rrf fusion takes no weights (OpenSearch's score-ranker-processor has none); "
