@@ -79,6 +79,7 @@ def ensure_index(backend: SearchBackend, settings: Settings, index: str, embedde
         dimension=embedder.dimension,
         vector=settings.vector,
         embedder=embedder.name,
+        text=settings.text,
     )
     backend.create_index(index, body)
     return True

@@ -139,6 +139,15 @@ class VectorIndexConfig(_Strict):
     ef_search: int = Field(100, ge=1)
 
 
+class TextConfig(_Strict):
+    """How `title` and `text` are analysed and searched (the `[text]` table)."""
+
+    analyzer: Literal["standard", "english"] = Field(
+        "english", description="OpenSearch analyzer of `title`, `text` and their combined field `content`: "
+        "`english` (possessives, lowercase, English stop words, Porter stemming) or `standard` (lowercase words)"
+    )
+
+
 class ModelsConfig(_Strict):
     """Model locations. Names resolve to offline PyPI packages; any local path works too."""
 
@@ -219,6 +228,7 @@ class Settings(BaseSettings):
     backend: BackendConfig = Field(default_factory=BackendConfig)
     entities: EntitySchema = Field(default_factory=EntitySchema)
     vector: VectorIndexConfig = Field(default_factory=VectorIndexConfig)
+    text: TextConfig = Field(default_factory=TextConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     rag: RagConfig = Field(default_factory=RagConfig)

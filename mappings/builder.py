@@ -2,7 +2,8 @@
 
 One chunk is one document in the index:
 
-    doc_id, chunk{no,count,start,end}, title, text, source{path,line}, metadata{...}, content_hash,
+    doc_id, chunk{no,count,start,end}, title, text, content (= title + text, copy_to), source{path,line},
+    metadata{...}, content_hash,
     vector (knn), latent.<type> (keyword arrays), mentions (nested: text,start,end,type,vector),
     links (nested: mention,start,end,entity_id,score)
 
@@ -15,9 +16,13 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from latentsearch.backends.es_dialect import elasticsearch_index_body
-from latentsearch.config import EntitySchema, VectorIndexConfig
+from latentsearch.config import EntitySchema, TextConfig, VectorIndexConfig
 
-MAPPING_VERSION = 1
+# 2: `title` and `text` analysed by `[text] analyzer` (english by default) and copied into `content`,
+#    the field lexical search queries (issue 15)
+MAPPING_VERSION = 2
+#: The field BM25 searches: title and text as one field (see benchmarks/lexical_ablation.py).
+LEXICAL_FIELD = "content"
 MENTION_DIMENSION = 500
 
 TargetBackend = Literal["opensearch", "elasticsearch", "embedded"]
@@ -46,9 +51,11 @@ def opensearch_index_body(
     embedder: str | None = None,
     shards: int = 1,
     replicas: int = 0,
+    text: TextConfig | None = None,
 ) -> dict[str, Any]:
     """The OpenSearch create-index body (settings + mappings) for an index with this schema."""
     vector = vector or VectorIndexConfig()
+    analyzer = (text or TextConfig()).analyzer
     latent_props = {t.name: {"type": "keyword"} for t in schema.latent_types}
     index_settings: dict[str, Any] = {
         "number_of_shards": shards,
@@ -78,8 +85,10 @@ def opensearch_index_body(
                         "end": {"type": "integer"},
                     }
                 },
-                "title": {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}},
-                "text": {"type": "text"},
+                "title": {"type": "text", "analyzer": analyzer, "copy_to": LEXICAL_FIELD,
+                          "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}},
+                "text": {"type": "text", "analyzer": analyzer, "copy_to": LEXICAL_FIELD},
+                LEXICAL_FIELD: {"type": "text", "analyzer": analyzer},
                 "source": {"properties": {"path": {"type": "keyword"}, "line": {"type": "integer"}}},
                 "metadata": {"type": "object", "dynamic": "true"},
                 "content_hash": {"type": "keyword"},
@@ -117,9 +126,10 @@ def index_body(
     dimension: int,
     vector: VectorIndexConfig | None = None,
     embedder: str | None = None,
+    text: TextConfig | None = None,
 ) -> dict[str, Any]:
     """The create-index body for `backend` (embedded reads the OpenSearch body)."""
-    body = opensearch_index_body(schema, dimension=dimension, vector=vector, embedder=embedder)
+    body = opensearch_index_body(schema, dimension=dimension, vector=vector, embedder=embedder, text=text)
     return elasticsearch_index_body(body) if backend == "elasticsearch" else body
 
 

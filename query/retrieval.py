@@ -26,10 +26,10 @@ from latentsearch import dsl
 from latentsearch.backends import SearchBackend
 from latentsearch.cache import ContentCache
 from latentsearch.config import EntitySchema, Settings
-from latentsearch.mappings import schema_from_mapping
+from latentsearch.mappings import LEXICAL_FIELD, schema_from_mapping
 from latentsearch.protocols import Embedder, LatentExtractor
 from latentsearch.query.rewriter import QueryRewriter, RewriteOptions, RewrittenSearch
-from latentsearch.query.search import Hit, SearchMode, SearchResult, build_body, collapse_hits, parse_hits
+from latentsearch.query.search import Fusion, Hit, SearchMode, SearchResult, build_body, collapse_hits, parse_hits
 from latentsearch.query.search import search as plain_search
 
 SearchType = Literal["dense", "hybrid"]
@@ -187,6 +187,7 @@ class Retriever:
         self._schema: EntitySchema | None = None
         self._fields: dict[str, dict[str, Any]] | None = None
         self._rewriter: QueryRewriter | None = None
+        self._lexical_ok = False
 
     @classmethod
     def from_settings(cls, settings: Settings, *, index: str | None = None, backend: SearchBackend | None = None,
@@ -221,6 +222,21 @@ class Retriever:
             self._fields = mapped_fields(self.backend.get_mapping(self.index)) if exists else {}
         return user_filter(spec, self._fields)
 
+    def check_lexical(self, mode: str) -> None:
+        """BM25 and hybrid query `content` (mapping version 2, issue 15). On an index created before it,
+        OpenSearch would silently match nothing: say so instead."""
+        if mode == "dense" or self._lexical_ok:
+            return
+        mapping = self.backend.get_mapping(self.index) if self.backend.index_exists(self.index) else None
+        props = (mapping or {}).get("properties") or {}
+        if mapping is not None and LEXICAL_FIELD not in props and "text" in props:
+            raise ValueError(
+                f"index `{self.index}` was created before lexical search moved to the `{LEXICAL_FIELD}` field "
+                "(title + text, english analysis): delete it and ingest again (embeddings come from the cache), "
+                "or search it with mode dense"
+            )
+        self._lexical_ok = True
+
     def uses_rewriter(self, *, mode: str, strictness: Strictness = "auto", collapse: bool = True,
                       rewrite: bool = True) -> bool:
         """The rule: see the module docstring."""
@@ -240,45 +256,30 @@ class Retriever:
 
     # -- search -----------------------------------------------------------------------------
     def search(self, text: str, *, k: int = 10, mode: SearchMode = "dense", strictness: Strictness = "auto",
-               min_hits: int | None = None, fusion: str | None = None, filter: dict[str, Any] | None = None,
+               min_hits: int | None = None, fusion: Fusion | None = None,
+               weights: tuple[float, float] | list[float] | None = None, filter: dict[str, Any] | None = None,
                collapse: bool = True, include_dsl: bool = False, rewrite: bool = True) -> Retrieval:
-        """Top-k hits (one per document with `collapse`); `filter` is a user clause or shorthand (`user_filter`)."""
+        """Top-k hits (one per document with `collapse`); `filter` is a user clause or shorthand (`user_filter`).
+        `fusion`/`weights` set how hybrid fuses BM25 and k-NN, rewritten or not (default: query.search)."""
         strictness = RewriteOptions(strictness=strictness).strictness  # a bad value fails on every path
         clause = self.filter_clause(filter)
+        self.check_lexical(mode)
         if self.uses_rewriter(mode=mode, strictness=strictness, collapse=collapse, rewrite=rewrite):
-            found = self.rewriter().search(text, **_rewrite_options(k, mode, strictness, min_hits, fusion, clause,
-                                                                    include_dsl))
+            found = self.rewriter().search(text, **_rewrite_options(k, mode, strictness, min_hits, fusion, weights,
+                                                                    clause, include_dsl))
             return Retrieval.from_rewritten(found)
-        if mode == "hybrid" and fusion is not None:  # the caller's fusion, not the plain path's default
-            return self._plain_hybrid(text, k=k, fusion=fusion, clause=clause, collapse=collapse,
-                                      include_dsl=include_dsl)
         embedder = None if mode == "bm25" else self.embedder
         return Retrieval.from_plain(plain_search(text, backend=self.backend, index=self.index, embedder=embedder,
                                                  k=k, mode=mode, filter=clause, collapse=collapse,
-                                                 include_dsl=include_dsl))
-
-    def _plain_hybrid(self, text: str, *, k: int, fusion: str, clause: dict[str, Any] | None, collapse: bool,
-                      include_dsl: bool) -> Retrieval:
-        """Plain hybrid search fused as asked (`rrf` or `min_max`), as the rewriter does."""
-        if fusion not in ("rrf", "min_max"):
-            raise ValueError(f"fusion must be one of rrf, min_max; got {fusion!r}")
-        if not text.strip():
-            raise ValueError("the query text is empty")
-        started = time.perf_counter()
-        vector = self.embedder.encode([text])[0].tolist()
-        body = build_body(text, mode="hybrid", k=k, vector=vector, filter=clause, collapse=collapse)
-        body["search_pipeline"] = (dsl.rrf_pipeline() if fusion == "rrf"
-                                   else dsl.normalization_pipeline("min_max", "arithmetic_mean", [0.3, 0.7]))
-        response = self.backend.search(self.index, body)
-        return Retrieval(query=text, index=self.index, mode="hybrid", total=int(response["hits"]["total"]["value"]),
-                         took_ms=round((time.perf_counter() - started) * 1000, 2), hits=parse_hits(response),
-                         dsl=body if include_dsl else None)
+                                                 include_dsl=include_dsl, fusion=fusion, weights=weights))
 
     async def asearch(self, text: str, *, k: int = 10, mode: SearchMode = "dense", strictness: Strictness = "auto",
-                      min_hits: int | None = None, fusion: str | None = None, filter: dict[str, Any] | None = None,
+                      min_hits: int | None = None, fusion: Fusion | None = None,
+                      weights: tuple[float, float] | list[float] | None = None, filter: dict[str, Any] | None = None,
                       collapse: bool = True, include_dsl: bool = False, rewrite: bool = True) -> Retrieval:
         """`search` without blocking the event loop: plain search on an async backend (OpenSearch) embeds in a
         worker thread and awaits the request; everything else runs `search` in a thread."""
+        await asyncio.to_thread(self.check_lexical, mode)
         plain = not await asyncio.to_thread(self.uses_rewriter, mode=mode, strictness=strictness, collapse=collapse,
                                             rewrite=rewrite)
         if self.async_backend is not None and plain:
@@ -286,24 +287,28 @@ class Retriever:
                 raise ValueError("the query text is empty")
             started = time.perf_counter()
             vector = None if mode == "bm25" else (await asyncio.to_thread(self.embedder.encode, [text]))[0].tolist()
-            body = build_body(text, mode=mode, k=k, vector=vector, filter=await asyncio.to_thread(self.filter_clause, filter),
-                              collapse=collapse)
+            body = build_body(text, mode=mode, k=k, vector=vector,
+                              filter=await asyncio.to_thread(self.filter_clause, filter), collapse=collapse,
+                              fusion=fusion, weights=weights)
             response = await self.async_backend.search(self.index, body)
             return Retrieval(query=text, index=self.index, mode=mode, total=int(response["hits"]["total"]["value"]),
                              took_ms=round((time.perf_counter() - started) * 1000, 2),
                              hits=collapse_hits(parse_hits(response), k) if collapse else parse_hits(response),
                              dsl=body if include_dsl else None)
         return await asyncio.to_thread(self.search, text, k=k, mode=mode, strictness=strictness, min_hits=min_hits,
-                                       fusion=fusion, filter=filter, collapse=collapse, include_dsl=include_dsl,
+                                       fusion=fusion, weights=weights, filter=filter, collapse=collapse,
+                                       include_dsl=include_dsl,
                                        rewrite=rewrite)
 
 
 def _rewrite_options(k: int, mode: str, strictness: Strictness, min_hits: int | None, fusion: str | None,
-                     clause: dict[str, Any] | None, include_dsl: bool) -> dict[str, Any]:
+                     weights: Any, clause: dict[str, Any] | None, include_dsl: bool) -> dict[str, Any]:
     opts: dict[str, Any] = {"k": k, "mode": mode, "strictness": strictness, "filter": clause,
                             "include_dsl": include_dsl}
     if min_hits is not None:
         opts["min_hits"] = min_hits
     if fusion is not None:
         opts["fusion"] = fusion
+    if weights is not None:
+        opts["weights"] = tuple(weights)
     return opts

@@ -35,7 +35,7 @@ from latentsearch.backends import SearchBackend
 from latentsearch.cache import content_hash
 from latentsearch.config import EntitySchema
 from latentsearch.mappings import schema_from_mapping
-from latentsearch.query.search import Hit, build_body, collapse_hits, parse_hits
+from latentsearch.query.search import Fusion, Hit, build_body, collapse_hits, parse_hits
 
 Strictness = Literal["auto", "strict", "loose", "none"] | int | str
 LATENT_PREFIX = "latent."
@@ -67,7 +67,10 @@ class RewriteOptions(BaseModel):
         "entities, the best setting measured on SciFact); `tier` puts those at or above the floor first",
     )
     boost: float = Field(0.01, ge=0, description="Score added to filtered documents with promotion=boost")
-    fusion: Literal["rrf", "min_max"] = Field("rrf", description="hybrid: how BM25 and k-NN scores are fused")
+    fusion: Fusion | None = Field(None, description="hybrid: how BM25 and k-NN scores are fused "
+                                  "(default: query.search.DEFAULT_FUSION)")
+    weights: tuple[float, float] | None = Field(None, description="hybrid min_max: (BM25, k-NN) weights "
+                                                "(default: query.search.DEFAULT_WEIGHTS)")
     map_top_n: int = Field(3, ge=0, description="Embedding-nearest vocabulary values added per entity")
     map_min_similarity: float = Field(0.75, ge=-1, le=1, description="Cosine needed for a nearest value")
     filter: dict[str, Any] | None = Field(None, description="A user filter clause, always applied")
@@ -322,14 +325,11 @@ class QueryRewriter:
         # only filtered documents that compete with the unfiltered head move up; the rest keep their rank
         keep = {h.doc_id for h in ranked[pick] if floor is None or h.score >= floor}
         if opts.mode == "hybrid":
-            pipeline = (dsl.normalization_pipeline("min_max", "arithmetic_mean", [0.3, 0.7])
-                        if opts.fusion == "min_max" else dsl.rrf_pipeline())
-            body = build_body(text, mode="hybrid", k=opts.k, vector=vector, filter=final_filter)
-            body["search_pipeline"] = pipeline
+            fuse = {"fusion": opts.fusion, "weights": opts.weights}
+            body = build_body(text, mode="hybrid", k=opts.k, vector=vector, filter=final_filter, **fuse)
             batch = [body]
             if promote:
-                batch.append({**build_body(text, mode="hybrid", k=depth, vector=vector, filter=opts.filter),
-                              "search_pipeline": pipeline})
+                batch.append(build_body(text, mode="hybrid", k=depth, vector=vector, filter=opts.filter, **fuse))
             t0 = time.perf_counter()
             raw = self.backend.msearch(self.index, batch)
             found = [collapse_hits(parse_hits(r), n) for r, n in zip(raw, (opts.k, depth))]

@@ -13,10 +13,48 @@ from pydantic import BaseModel, Field
 
 from latentsearch import dsl
 from latentsearch.backends import SearchBackend
+from latentsearch.mappings import LEXICAL_FIELD
 from latentsearch.models.embedder import Embedder
 
 SearchMode = Literal["dense", "bm25", "hybrid"]
-TEXT_FIELDS = ("title^2", "text")
+Fusion = Literal["rrf", "min_max"]
+
+# The lexical query: BM25 on `content`, the mapping's title + text field (copy_to), english-analysed.
+# On SciFact train claims this beats multi_match best_fields over title^2 and text by 13 points of
+# nDCG@10 (benchmarks/lexical_ablation.py; README "Lexical search").
+TEXT_FIELDS = (LEXICAL_FIELD,)
+
+# Hybrid fusion defaults, fitted on SciFact train claims (benchmarks/fusion_fit.py) and used by every
+# entry point (plain search, the rewriter, the CLI, the server): the one place they are set.
+DEFAULT_FUSION: Fusion = "rrf"
+DEFAULT_WEIGHTS: tuple[float, float] = (0.5, 0.5)  # (BM25, k-NN), min_max only
+RRF_RANK_CONSTANT = 20
+
+
+def lexical_query(text: str) -> dict[str, Any]:
+    """The BM25 clause every lexical and hybrid body uses."""
+    return dsl.match(LEXICAL_FIELD, text)
+
+
+def hybrid_pipeline(fusion: Fusion | None = None, weights: tuple[float, float] | list[float] | None = None
+                    ) -> dict[str, Any]:
+    """The search pipeline that fuses the BM25 and k-NN sub-queries of `hybrid` (defaults above).
+
+    `rrf` is OpenSearch's score-ranker-processor (unweighted: its spec has no weights); `min_max`
+    normalises each list to [0, 1] and takes the weighted mean (weights: BM25, k-NN). Weights without a
+    fusion mean min_max."""
+    fusion = fusion or ("min_max" if weights is not None else DEFAULT_FUSION)
+    if fusion == "rrf":
+        if weights is not None:
+            raise ValueError("rrf fusion takes no weights (OpenSearch's score-ranker-processor has none); "
+                             "use fusion min_max for weighted fusion")
+        return dsl.rrf_pipeline(RRF_RANK_CONSTANT)
+    if fusion != "min_max":
+        raise ValueError(f"fusion must be rrf or min_max, got {fusion!r}")
+    w = list(weights) if weights is not None else list(DEFAULT_WEIGHTS)
+    if len(w) != 2 or any(x < 0 for x in w) or sum(w) <= 0:
+        raise ValueError(f"min_max weights are two non-negative numbers (BM25, k-NN), got {w}")
+    return dsl.normalization_pipeline("min_max", "arithmetic_mean", w)
 
 
 class Hit(BaseModel):
@@ -53,16 +91,18 @@ def build_body(
     filter: dict[str, Any] | None = None,
     collapse: bool = True,
     ef_search: int | None = None,
+    fusion: Fusion | None = None,
+    weights: tuple[float, float] | list[float] | None = None,
 ) -> dict[str, Any]:
     """The `_search` body for a question. The k-NN candidate pool is widened when collapsing so
-    that `k` distinct documents survive."""
+    that `k` distinct documents survive. `fusion`/`weights`: hybrid only (default: `hybrid_pipeline`)."""
     pool = k * 3 if collapse else k
     knn_clause = None
     if mode in ("dense", "hybrid"):
         if vector is None:
             raise ValueError(f"mode {mode} needs the query vector")
         knn_clause = dsl.knn("vector", vector, k=pool, filter=filter, ef_search=ef_search)
-    lexical = dsl.multi_match(text, TEXT_FIELDS, type="best_fields")
+    lexical = lexical_query(text)
     if filter and mode != "dense":
         lexical = dsl.bool_query(must=[lexical], filter=[filter])
     if mode == "dense":
@@ -73,7 +113,7 @@ def build_body(
         pipeline = None
     else:
         query = dsl.hybrid([lexical, knn_clause])
-        pipeline = dsl.normalization_pipeline("min_max", "arithmetic_mean", [0.3, 0.7])
+        pipeline = hybrid_pipeline(fusion, weights)
     # OpenSearch 2.19 ignores `collapse` on a hybrid query (no error, duplicate documents); ask for the pool and
     # let collapse_hits() keep each document's best chunk (a no-op where the engine collapsed)
     return dsl.search_body(
@@ -128,6 +168,8 @@ def search(
     filter: dict[str, Any] | None = None,
     collapse: bool = True,
     include_dsl: bool = False,
+    fusion: Fusion | None = None,
+    weights: tuple[float, float] | list[float] | None = None,
 ) -> SearchResult:
     if not text.strip():
         raise ValueError("the query text is empty")
@@ -137,7 +179,8 @@ def search(
         if embedder is None:
             raise ValueError(f"mode {mode} needs an embedder")
         vector = embedder.encode([text])[0].tolist()
-    body = build_body(text, mode=mode, k=k, vector=vector, filter=filter, collapse=collapse)
+    body = build_body(text, mode=mode, k=k, vector=vector, filter=filter, collapse=collapse, fusion=fusion,
+                      weights=weights)
     response = backend.search(index, body)
     return SearchResult(
         query=text,

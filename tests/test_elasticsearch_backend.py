@@ -204,8 +204,8 @@ def test_radial_knn_query():
 def test_hybrid_becomes_rrf_retriever():
     text = dsl.match("text", "cough")
     vec = dsl.knn("vector", VEC, k=10)
-    body = dsl.search_body(dsl.hybrid([text, vec]), size=5, search_pipeline=dsl.normalization_pipeline())
-    out, params = translate_search_body(body)
+    body = dsl.search_body(dsl.hybrid([text, vec]), size=5, search_pipeline=dsl.rrf_pipeline())
+    out, params = translate_search_body(body, hybrid="linear")  # the body's RRF pipeline wins
     assert "query" not in out and "search_pipeline" not in out and params == {}
     assert out["size"] == 5 and out["_source"] == body["_source"]
     assert out["retriever"] == {
@@ -218,7 +218,11 @@ def test_hybrid_becomes_rrf_retriever():
             "rank_constant": 60,
         }
     }
-    # A named pipeline (OpenSearch query param) is consumed too: RRF replaces normalisation.
+    # An inline min-max pipeline asks for weighted fusion: the linear retriever, whatever the default mode
+    # (issue 15: `--fusion` is honoured on every backend).
+    minmax = dsl.search_body(dsl.hybrid([text, vec]), size=5, search_pipeline=dsl.normalization_pipeline())
+    assert "linear" in translate_search_body(minmax, hybrid="rrf")[0]["retriever"]
+    # A named pipeline (OpenSearch query param) is consumed too: the client's mode (RRF) decides.
     out, params = translate_search_body(
         {"query": dsl.hybrid([text]), "size": 30}, params={"search_pipeline": "p"}
     )
@@ -474,7 +478,7 @@ def test_hybrid_search_and_total_as_int(server, fake):
         body = dsl.search_body(
             dsl.hybrid([dsl.match("text", "x"), dsl.knn("vector", VEC, k=5)]),
             size=2,
-            search_pipeline=dsl.normalization_pipeline(),
+            search_pipeline=dsl.rrf_pipeline(),
         )
         response = b.search(INDEX, body)
     sent = server.recorded("POST", f"/{INDEX}/_search")[0].json()

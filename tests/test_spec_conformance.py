@@ -384,3 +384,20 @@ def test_generated_definition_files_validate(spec: SpecValidator) -> None:
             checked += 1
     if not checked:
         pytest.skip("no generated index/pipeline JSON in mappings/generated/ yet")
+
+
+# ---------------------------------------------------------------- the search service's bodies (issue 15)
+
+
+@pytest.mark.parametrize(("mode", "fusion", "weights"), [
+    ("bm25", None, None), ("dense", None, None), ("hybrid", None, None), ("hybrid", "rrf", None),
+    ("hybrid", "min_max", None), ("hybrid", "min_max", (0.3, 0.7)),
+], ids=["bm25", "dense", "hybrid-default", "hybrid-rrf", "hybrid-min_max", "hybrid-min_max-weights"])
+def test_search_service_bodies_validate(spec: SpecValidator, mode: str, fusion: str | None,
+                                        weights: tuple[float, float] | None) -> None:
+    """What `latentsearch search` sends (match on `content`, hybrid with its fusion pipeline inline)."""
+    from latentsearch.query.search import build_body
+
+    body = build_body("statins lower cholesterol", mode=mode, k=10, vector=VEC,  # type: ignore[arg-type]
+                      filter=dsl.term("metadata.year", 2020), fusion=fusion, weights=weights)  # type: ignore[arg-type]
+    assert_valid(spec.validate_request_body("search", body))

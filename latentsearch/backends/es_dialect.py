@@ -318,6 +318,16 @@ def _hybrid_retriever(
     subs = [
         {"standard": {"query": translator.query(q, f"hybrid.queries[{i}]")}} for i, q in enumerate(queries)
     ]
+    # an inline pipeline says how to fuse: its score-ranker-processor (RRF) or normalization-processor
+    # (min-max/l2 + weights) wins over the client's default `mode`
+    if isinstance(pipeline, Mapping):
+        for proc in pipeline.get("phase_results_processors", []):
+            if "score-ranker-processor" in proc:
+                mode = "rrf"
+                comb = proc["score-ranker-processor"].get("combination") or {}
+                rank_constant = int(comb.get("rank_constant", rank_constant))
+            elif "normalization-processor" in proc:
+                mode = "linear"
     if mode == "rrf":
         # RRF fuses ranks, so OpenSearch's score normalisation (the search pipeline) has no role.
         return {"rrf": {"retrievers": subs, "rank_window_size": window, "rank_constant": rank_constant}}

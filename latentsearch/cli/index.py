@@ -178,7 +178,7 @@ def mappings(
     if backend not in ("opensearch", "elasticsearch"):
         fail("--backend must be opensearch or elasticsearch")
     body = index_body(backend, settings.entities, dimension=dimension, vector=settings.vector,  # type: ignore[arg-type]
-                      embedder=settings.models.embedder)
+                      embedder=settings.models.embedder, text=settings.text)
     text = json.dumps(body, indent=2) + "\n"
     if out_file:
         out_file.write_text(text, encoding="utf-8")

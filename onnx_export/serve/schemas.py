@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from latentsearch.query.retrieval import Retrieval
-from latentsearch.query.search import SearchMode
+from latentsearch.query.search import Fusion, SearchMode
 
 Text = Annotated[str, Field(min_length=1, pattern=r"\S", description="Non-blank text")]
 
@@ -222,12 +222,13 @@ class SearchRequest(_Strict):
     mode: SearchMode = "dense"
     filter: dict[str, Any] | None = Field(None, description="OpenSearch DSL clause or shorthand {field: value | "
                                                             "[values] | {gte: ...}} (placed inside the k-NN clause)")
-    fusion: Literal["rrf", "min_max"] | None = Field(None, description="hybrid: how BM25 and k-NN are fused")
     collapse: bool = Field(True, description="One hit per document (its best chunk); plain search only")
     rewrite: bool = Field(True, description="dense/hybrid: let the query rewriter add latent-entity filters "
                                             "(it falls back to plain search on an index without latent types)")
     strictness: str | int = Field("auto", description="Rewriter strictness: auto, strict, loose, none, an int "
                                                       "(entities required) or a percent such as '60%'")
+    fusion: Fusion | None = Field(None, description="hybrid: rrf or min_max (default: the fitted one)")
+    weights: tuple[float, float] | None = Field(None, description="hybrid min_max: (BM25, k-NN) weights")
     include_dsl: bool = False
 
 

@@ -34,8 +34,8 @@ def _search(services: Services, body: SearchRequest, index: str, loop: asyncio.A
         with lock:
             try:
                 found = retriever.search(body.query, k=body.k, mode=body.mode, strictness=body.strictness,
-                                         filter=body.filter, fusion=body.fusion, collapse=body.collapse, include_dsl=body.include_dsl,
-                                         rewrite=body.rewrite)
+                                         filter=body.filter, collapse=body.collapse, include_dsl=body.include_dsl,
+                                         rewrite=body.rewrite, fusion=body.fusion, weights=body.weights)
             except ValueError as err:  # option validation (strictness, filter shape)
                 raise ApiError(422, str(err), "invalid_option") from err
     return SearchResponse(**found.model_dump())

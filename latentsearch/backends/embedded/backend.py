@@ -452,7 +452,7 @@ class EmbeddedBackend(SearchBackend):
         dynamic_additions(idx.body.get("mappings", {}), source)  # raises for fields a strict mapping refuses
         row: dict[str, Any] = {"_id": doc_id, "_source": json.dumps(strip_vectors(source, layout), ensure_ascii=False)}
         for spec in layout.fields.values():
-            row[spec.column] = coerce(spec, extract(source, spec.source_path))
+            row[spec.column] = coerce(spec, layout.values(source, spec))
         nested_out: dict[str, list[dict[str, Any]]] = {}
         for path, nested in layout.nested.items():
             objs = extract(source, path)

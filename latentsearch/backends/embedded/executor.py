@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from latentsearch.backends.base import BackendError, UnsupportedQueryError
+from latentsearch.backends.embedded.analysis import ANALYZERS, analyze
 from latentsearch.backends.embedded.layout import FieldSpec, MapperParsingError, parse_date
-from latentsearch.backends.embedded.snapshot import ListColumn, Snapshot, VectorColumn, analyze
+from latentsearch.backends.embedded.snapshot import ListColumn, Snapshot, VectorColumn
 from latentsearch.dsl import resolve_msm
 
 # (field path, query vector, candidate count wanted, ef_search) -> rows or None (no ANN index)
@@ -421,14 +422,17 @@ def eval_ids(body: Any, ctx: Context) -> Match:
 def _match_field(ctx: Context, fname: str, text: Any, params: dict[str, Any], where: str) -> Match:
     spec = ctx.field(fname, where)
     boost = float(params.get("boost", 1.0))
-    for bad in ("fuzziness", "analyzer", "zero_terms_query", "cutoff_frequency"):
+    for bad in ("fuzziness", "zero_terms_query", "cutoff_frequency"):
         if bad in params:
             raise UnsupportedQueryError(f"{where}.{bad}")
     col = _col(ctx, fname, where)
     if not spec.analyzed:
         # keyword / numeric / date fields: the whole query is one term
         return ctx.const(_term_mask(col, [text], where), boost)
-    tokens = analyze(str(text))
+    analyzer = params.get("analyzer") or spec.query_analyzer
+    if analyzer not in (None, *ANALYZERS):
+        raise UnsupportedQueryError(f"{where}.analyzer {analyzer}", hint=f"built-in analyzers: {', '.join(ANALYZERS)}")
+    tokens = analyze(str(text), analyzer)
     if not tokens:
         return ctx.no_rows()
     inv = col.inverted

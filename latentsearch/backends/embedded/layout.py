@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from latentsearch.backends.base import BackendError
+from latentsearch.backends.embedded.analysis import ANALYZERS
 
 _INT_TYPES = {"integer", "long", "short", "byte", "unsigned_long", "token_count"}
 _FLOAT_TYPES = {"float", "double", "half_float", "scaled_float"}
@@ -43,6 +44,12 @@ class FieldSpec:
     dimension: int = 0
     space_type: str = "l2"
     ignore_above: int | None = None
+    analyzer: str | None = None  # text fields: the mapping's `analyzer` (None: standard)
+    search_analyzer: str | None = None  # the mapping's `search_analyzer` (None: `analyzer`)
+
+    @property
+    def query_analyzer(self) -> str | None:
+        return self.search_analyzer or self.analyzer
 
     @property
     def kind(self) -> str:
@@ -93,6 +100,14 @@ class IndexLayout:
     name: str
     fields: dict[str, FieldSpec] = field(default_factory=dict)
     nested: dict[str, NestedLayout] = field(default_factory=dict)
+    copy_sources: dict[str, list[str]] = field(default_factory=dict)  # copy_to target -> source paths
+
+    def values(self, source: Any, spec: FieldSpec) -> list[Any]:
+        """A leaf's values in a document: its own, then those `copy_to` copies into it (in mapping order)."""
+        own = extract(source, spec.source_path)
+        for src in self.copy_sources.get(spec.source_path, ()):
+            own = own + extract(source, src)
+        return own
 
     @property
     def vector_paths(self) -> list[str]:
@@ -183,6 +198,20 @@ def _knn_params(prop: dict[str, Any], path: str) -> tuple[int, str]:
     return dimension, space
 
 
+def _analyzers(prop: dict[str, Any], path: str) -> dict[str, str | None]:
+    """A text field's `analyzer` / `search_analyzer`, checked against the analyzers the engine has."""
+    out: dict[str, str | None] = {}
+    for key in ("analyzer", "search_analyzer"):
+        name = prop.get(key)
+        if name is not None and name not in ANALYZERS:
+            raise MapperParsingError(
+                f"field `{path}`: {key} `{name}` is not available in the embedded backend; "
+                f"supported: {', '.join(ANALYZERS)}"
+            )
+        out[key] = name
+    return out
+
+
 def parse_mapping(index: str, mappings: dict[str, Any], encoding: int = COLUMN_ENCODING) -> IndexLayout:
     """Parse an OpenSearch `mappings` object; unsupported field types and two fields that would
     share one column fail loudly (before anything is persisted)."""
@@ -210,18 +239,27 @@ def parse_mapping(index: str, mappings: dict[str, Any], encoding: int = COLUMN_E
                     f"field `{path}` has type `{ftype}`, which the embedded backend does not support; "
                     f"supported: {', '.join(sorted(SUPPORTED_TYPES))}"
                 )
+            copy_to = prop.get("copy_to")
+            if copy_to:
+                if not nested_ok:
+                    raise MapperParsingError(f"`copy_to` inside a nested field (`{path}`) is not supported by the "
+                                             "embedded backend")
+                for target_path in [copy_to] if isinstance(copy_to, str) else copy_to:
+                    layout.copy_sources.setdefault(target_path, []).append(path)
             if ftype == "knn_vector":
                 dim, space = _knn_params(prop, path)
                 target[path] = FieldSpec(path, ftype, path, column_name(path), dimension=dim, space_type=space)
             else:
-                target[path] = FieldSpec(path, ftype, path, column_name(path), ignore_above=prop.get("ignore_above"))
+                target[path] = FieldSpec(path, ftype, path, column_name(path), ignore_above=prop.get("ignore_above"),
+                                         **_analyzers(prop, path))
             for sub, subprop in (prop.get("fields") or {}).items():
                 subtype = subprop.get("type")
                 if subtype not in SUPPORTED_TYPES - {"knn_vector"}:
                     raise MapperParsingError(f"multi-field `{path}.{sub}` has unsupported type `{subtype}`")
                 subpath = f"{path}.{sub}"
                 target[subpath] = FieldSpec(
-                    subpath, subtype, path, column_name(subpath), ignore_above=subprop.get("ignore_above")
+                    subpath, subtype, path, column_name(subpath), ignore_above=subprop.get("ignore_above"),
+                    **_analyzers(subprop, subpath),
                 )
 
     walk(mappings.get("properties", {}), "", layout.fields, nested_ok=True)
@@ -234,6 +272,9 @@ def parse_mapping(index: str, mappings: dict[str, Any], encoding: int = COLUMN_E
                     f"fields `{other}` and `{path}` would share the column `{spec.column}` in this index "
                     "(written by an older version); rename one of the fields, or re-create the index"
                 )
+    for target_path in layout.copy_sources:
+        if target_path not in layout.fields:
+            raise MapperParsingError(f"`copy_to` names `{target_path}`, which is not a mapped field of `{index}`")
     return layout
 
 

@@ -7,7 +7,6 @@ encoded; text fields get a lazily built BM25 inverted index (sparse doc x term m
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -17,14 +16,34 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from scipy import sparse
 
+from latentsearch.backends.embedded.analysis import analyze
 from latentsearch.backends.embedded.layout import FieldSpec
 
-TOKEN_RE = re.compile(r"\w+", re.UNICODE)
+# Lucene stores a field's length in one norm byte (SmallFloat.intToByte4): exact below 24, then
+# 4 significant bits. BM25 reads the decoded length back, so scores use it too.
+_NORM_FREE = 24
 
 
-def analyze(text: str) -> list[str]:
-    """Approximation of OpenSearch's `standard` analyzer: Unicode word tokens, lowercased."""
-    return TOKEN_RE.findall(text.lower())
+def _int4_decode(code: np.ndarray) -> np.ndarray:
+    bits = code & 0x07
+    shift = (code >> 3) - 1
+    return np.where(shift < 0, bits, (bits | 0x08) << np.maximum(shift, 0))
+
+
+def _int4_encode(value: np.ndarray) -> np.ndarray:
+    value = value.astype(np.int64)
+    nbits = np.frexp(value.astype(np.float64))[1].astype(np.int64)  # bit length (0 for 0)
+    shift = np.maximum(nbits - 4, 0)
+    normal = ((value >> shift) & 0x07) | ((shift + 1) << 3)
+    return np.where(nbits < 4, value, normal)
+
+
+def lucene_length(length: np.ndarray) -> np.ndarray:
+    """Field lengths as Lucene's BM25 sees them after the norm byte round trip."""
+    n = np.asarray(length, dtype=np.int64)
+    free = n < _NORM_FREE
+    rest = _NORM_FREE + _int4_decode(_int4_encode(np.maximum(n - _NORM_FREE, 0)))
+    return np.where(free, n, rest).astype(np.float64)
 
 
 @dataclass
@@ -62,12 +81,18 @@ class ListColumn:
     @cached_property
     def inverted(self) -> TextIndex:
         assert self.texts is not None
-        return TextIndex.build([" ".join(t) for t in self.texts])
+        return TextIndex.build(self.texts, self.spec.analyzer)
 
 
 @dataclass
 class TextIndex:
-    """BM25 statistics of one text field (Lucene's BM25 with k1=1.2, b=0.75)."""
+    """BM25 statistics of one text field, scored as Lucene's BM25Similarity (k1=1.2, b=0.75):
+
+        idf   = ln(1 + (N - n + 0.5) / (n + 0.5))     N: rows with the field, n: rows with the term
+        score = idf * tf / (tf + k1 * (1 - b + b * dl / avgdl))
+
+    dl is the row's token count after analysis, through Lucene's lossy norm byte; avgdl is the exact
+    total token count over N (Lucene 8+ dropped the (k1 + 1) factor, which does not change ranking)."""
 
     tf: sparse.csc_matrix  # rows x terms
     term_ids: dict[str, int]
@@ -75,8 +100,15 @@ class TextIndex:
     k1: float = 1.2
     b: float = 0.75
 
+    @cached_property
+    def stats(self) -> tuple[int, float, np.ndarray]:
+        n_docs = int(np.count_nonzero(self.doc_len)) or 1
+        avgdl = float(self.doc_len.sum() / n_docs) or 1.0
+        return n_docs, avgdl, self.k1 * (1 - self.b + self.b * lucene_length(self.doc_len) / avgdl)
+
     @classmethod
-    def build(cls, docs: list[str]) -> TextIndex:
+    def build(cls, docs: list[list[str]] | list[str], analyzer: str | None = None) -> TextIndex:
+        """`docs`: per row, its values (a multi-valued field's values are analysed one by one)."""
         term_ids: dict[str, int] = {}
         indptr = [0]
         indices: list[int] = []
@@ -84,7 +116,8 @@ class TextIndex:
         lengths = np.zeros(len(docs), dtype=np.float64)
         for row, doc in enumerate(docs):
             counts: dict[int, int] = {}
-            tokens = analyze(doc)
+            values = [doc] if isinstance(doc, str) else doc
+            tokens = [t for v in values for t in analyze(v, analyzer)]
             lengths[row] = len(tokens)
             for tok in tokens:
                 tid = term_ids.setdefault(tok, len(term_ids))
@@ -110,11 +143,9 @@ class TextIndex:
         rows, freqs = self.term_rows(token)
         if rows.size == 0:
             return rows, freqs
-        n_docs = int(np.count_nonzero(self.doc_len)) or 1
-        avgdl = float(self.doc_len.sum() / n_docs) or 1.0
+        n_docs, _, norms = self.stats
         idf = np.log(1 + (n_docs - rows.size + 0.5) / (rows.size + 0.5))
-        norm = self.k1 * (1 - self.b + self.b * self.doc_len[rows] / avgdl)
-        return rows, idf * freqs / (freqs + norm)
+        return rows, idf * freqs / (freqs + norms[rows])
 
 
 @dataclass
