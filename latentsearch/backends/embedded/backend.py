@@ -361,7 +361,7 @@ class EmbeddedBackend(SearchBackend):
             exists.add(doc_id)
         self._write(idx, rows, nested_rows, deletes)
         if refresh:
-            self.refresh(index)
+            self._refresh(index)  # already under the write lock
         return [r for r in results if r is not None]
 
     @staticmethod
