@@ -5,7 +5,7 @@ netty4, analysis-common, lang-painless, ingest-common, mapper-extras + the k-NN,
 ML Commons plugins), on 127.0.0.1 with a free port, a throw-away data dir and no security plugin. One node per
 session; it stops when the session ends (its stdin closes).
 
-Without `java` and `mvn` on PATH, or when the artifacts do not resolve, every such test skips with one reason.
+Without `java`, `javac` and `mvn` on PATH (a JDK 17+ and Maven), or when the artifacts do not resolve, every such test skips with one reason.
 `LATENTSEARCH_REQUIRE_OPENSEARCH_NODE=1` (CI) turns that skip into a failure.
 `LATENTSEARCH_TEST_OPENSEARCH_URL=http://host:port` uses a node that is already running instead.
 
@@ -94,9 +94,10 @@ def opensearch_node(tmp_path_factory: pytest.TempPathFactory):
             pytest.fail(f"LATENTSEARCH_TEST_OPENSEARCH_URL={url} is not reachable", pytrace=False)
         yield OpenSearchNode(url=url, plugins=_plugins(url))
         return
-    missing = [tool for tool in ("java", "mvn") if shutil.which(tool) is None]
+    # javac too: the launcher is a single-file Java source program, which needs a JDK, not only a JRE
+    missing = [tool for tool in ("java", "javac", "mvn") if shutil.which(tool) is None]
     if missing:
-        _skip_or_fail(f"real OpenSearch node tests need {' and '.join(missing)} on PATH (Java 17+ and Maven)")
+        _skip_or_fail(f"real OpenSearch node tests need {', '.join(missing)} on PATH (a JDK 17+ and Maven)")
     workdir = tmp_path_factory.mktemp("opensearch-node")
     log = workdir / "node.log"
     assemble = subprocess.run(

@@ -41,7 +41,14 @@ fi
 [ "$assemble_only" = 1 ] && { echo "$home"; exit 0; }
 
 run="$(mktemp -d "${TMPDIR:-/tmp}/opensearch-local.XXXXXX")"
-trap 'rm -rf "$run"' EXIT
+pid=
+cleanup() {
+  trap - EXIT INT TERM
+  [ -n "$pid" ] && { kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; }
+  rm -rf "$run"
+}
+trap cleanup EXIT
+trap 'exit 143' INT TERM
 mkdir -p "$run/config" "$run/data" "$run/logs"
 ln -s "$home/lib" "$home/modules" "$home/plugins" "$run/"
 cat > "$run/config/opensearch.yml" <<YML
@@ -73,5 +80,8 @@ L4J
   -Dlog4j2.disable.jmx=true -Dlog4j.shutdownHookEnabled=false -Dfile.encoding=UTF-8 \
   -Djava.io.tmpdir="$run" -cp "$run/lib/*" "$here/Launcher.java" "$run" <&0 &
 pid=$!
-trap 'kill -TERM $pid 2>/dev/null; wait $pid; rm -rf "$run"' EXIT INT TERM
-wait $pid
+set +e
+wait "$pid"
+rc=$?
+echo "[opensearch-local] the node exited with status $rc" >&2
+exit "$rc"
