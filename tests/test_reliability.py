@@ -403,3 +403,12 @@ def test_cli_doctor(home: Path) -> None:
     assert res.exit_code == 1 and json.loads(res.stdout)["duplicate_ids"] == 5
     res = runner.invoke(app, ["doctor", "--index", "dup", "--repair", "--json"])
     assert res.exit_code == 0 and json.loads(res.stdout)["duplicate_rows_removed"] == 5
+
+
+def test_the_write_lock_is_reentrant_within_a_thread(tmp_path: Path) -> None:
+    backend = EmbeddedBackend(tmp_path / "db", lock_timeout_s=2)
+    backend.create_index("re", {})
+    with backend.write_lock("re"):
+        assert backend.bulk("re", [BulkAction(id="1", source={"a": 1})], refresh=True)[0].ok
+    assert backend.bulk("re", [BulkAction(id="2", source={"a": 2})], refresh=True)[0].ok
+    assert backend.count("re") == 2

@@ -136,6 +136,7 @@ class EmbeddedBackend(SearchBackend):
         self.max_field_chars = max_field_chars
         self._thread_locks: dict[str, threading.RLock] = {}
         self._thread_locks_guard = threading.Lock()
+        self._held: dict[str, int] = {}  # index -> 1 while this process holds its file lock
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / _META_DIR).mkdir(exist_ok=True)
         # strong read consistency: every read sees writes made by other handles and processes
@@ -170,14 +171,19 @@ class EmbeddedBackend(SearchBackend):
         if not tlock.acquire(timeout=self.lock_timeout_s):
             raise self._lock_timeout(index)
         try:
+            if self._held.get(index):  # re-entered by the thread that holds it (bulk -> refresh)
+                yield
+                return
             flock = FileLock(str(self.path / _META_DIR / f"{index}.lock"), thread_local=False)
             try:
                 flock.acquire(timeout=self.lock_timeout_s)
             except Timeout:
                 raise self._lock_timeout(index) from None
+            self._held[index] = 1
             try:
                 yield
             finally:
+                self._held[index] = 0
                 flock.release()
         finally:
             tlock.release()
@@ -344,7 +350,7 @@ class EmbeddedBackend(SearchBackend):
             results[i] = BulkItemResult(doc_id, 201)
         self._write(idx, rows, nested_rows, deletes)
         if refresh:
-            self.refresh(index)
+            self._refresh(index)
         return [r for r in results if r is not None]
 
     def _apply_dynamic_mapping(
