@@ -349,7 +349,7 @@ def test_doctor_finds_and_repairs_duplicate_ids(tmp_path: Path) -> None:
     assert diagnose(backend, "dup").problems == []
 
 
-def test_doctor_reports_bad_vectors_a_rolled_back_manifest_and_missing_rows(tmp_path: Path) -> None:
+def test_doctor_reports_bad_vectors_a_rolled_back_manifest_and_missing_rows(tmp_path: Path, caplog) -> None:
     from latentsearch.backends.embedded.doctor import diagnose
 
     db = tmp_path / "db"
@@ -368,6 +368,9 @@ def test_doctor_reports_bad_vectors_a_rolled_back_manifest_and_missing_rows(tmp_
     assert any("recorded 5 chunks written, the index holds 3" in p for p in report.problems)
     versions = sorted((db / "v.lance" / "_versions").glob("*.manifest"), key=lambda p: p.stat().st_mtime_ns)
     versions[-1].unlink()  # the latest manifest is lost: Lance would serve the previous version silently
+    with caplog.at_level("WARNING", logger="latentsearch.embedded"):
+        assert EmbeddedBackend(db).count("v") == 2  # served, but not silently:
+    assert "the latest manifest is missing" in caplog.text
     report = diagnose(EmbeddedBackend(db), "v")
     assert report.rolled_back and report.latest_committed_version == report.version + 1
     assert any("latest manifest" in p for p in report.problems)
@@ -403,3 +406,12 @@ def test_cli_doctor(home: Path) -> None:
     assert res.exit_code == 1 and json.loads(res.stdout)["duplicate_ids"] == 5
     res = runner.invoke(app, ["doctor", "--index", "dup", "--repair", "--json"])
     assert res.exit_code == 0 and json.loads(res.stdout)["duplicate_rows_removed"] == 5
+
+
+def test_the_write_lock_is_reentrant_within_a_thread(tmp_path: Path) -> None:
+    backend = EmbeddedBackend(tmp_path / "db", lock_timeout_s=2)
+    backend.create_index("re", {})
+    with backend.write_lock("re"):
+        assert backend.bulk("re", [BulkAction(id="1", source={"a": 1})], refresh=True)[0].ok
+    assert backend.bulk("re", [BulkAction(id="2", source={"a": 2})], refresh=True)[0].ok
+    assert backend.count("re") == 2

@@ -1,7 +1,7 @@
 """The `latentsearch` command line: one module per command group, registered here, imported by nothing
 but the console script.
 
-    index.py   ingest, info, delete-index, mappings        ask.py     ask
+    index.py   ingest, info, doctor, delete-index, mappings       ask.py     ask
     search.py  search, entities                          serve.py   serve
     deploy.py  export-onnx, opensearch-setup             demo.py    demo
     kb.py      link, kb build                            train.py   train extractor | mention-head

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
 import threading
 import time
 import warnings
@@ -52,6 +54,8 @@ from latentsearch.backends.embedded.layout import (
 )
 from latentsearch.backends.embedded.snapshot import Snapshot, build_snapshot
 
+log = logging.getLogger("latentsearch.embedded")
+
 _META_DIR = "_latentsearch_indices"
 _INDEX_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-.")
 _INDEX_NAME_MAX = 255  # bytes, as in OpenSearch
@@ -84,6 +88,10 @@ class _Index:
         self._snapshot_key: tuple[int, ...] | None = None
         self._snapshot: tuple[Snapshot, dict[str, ex.NestedScope]] | None = None
         self._lock = threading.Lock()
+        latest = latest_committed_version(backend.path / f"{name}.lance")
+        if latest is not None and latest > self.main.version:  # never serve a rolled-back table silently
+            log.warning("index `%s` serves table version %d but version %d was committed: the latest manifest "
+                        "is missing (run `latentsearch doctor --index %s`)", name, self.main.version, latest, name)
 
     def versions(self) -> tuple[int, ...]:
         return (self.main.version, *(t.version for t in self.nested_tables.values()))
@@ -139,6 +147,7 @@ class EmbeddedBackend(SearchBackend):
         self.max_field_chars = max_field_chars
         self._thread_locks: dict[str, threading.RLock] = {}
         self._thread_locks_guard = threading.Lock()
+        self._held: dict[str, int] = {}  # index -> 1 while this process holds its file lock
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / _META_DIR).mkdir(exist_ok=True)
         # strong read consistency: every read sees writes made by other handles and processes
@@ -173,14 +182,19 @@ class EmbeddedBackend(SearchBackend):
         if not tlock.acquire(timeout=self.lock_timeout_s):
             raise self._lock_timeout(index)
         try:
+            if self._held.get(index):  # re-entered by the thread that holds it (bulk -> refresh)
+                yield
+                return
             flock = FileLock(str(self.path / _META_DIR / f"{index}.lock"), thread_local=False)
             try:
                 flock.acquire(timeout=self.lock_timeout_s)
             except Timeout:
                 raise self._lock_timeout(index) from None
+            self._held[index] = 1
             try:
                 yield
             finally:
+                self._held[index] = 0
                 flock.release()
         finally:
             tlock.release()
@@ -726,6 +740,19 @@ class EmbeddedBackend(SearchBackend):
                 }
             }
         return out
+
+
+_TXN = re.compile(r"^(\d+)-[0-9a-f-]+\.txn$")
+
+
+def latest_committed_version(table_dir: Path) -> int | None:
+    """The newest version the table's transaction log says was committed: each commit leaves
+    `_transactions/<read version>-<uuid>.txn`, and a commit read at version v made v+1."""
+    txn_dir = table_dir / "_transactions"
+    if not txn_dir.is_dir():
+        return None
+    reads = [int(m.group(1)) for p in txn_dir.iterdir() if (m := _TXN.match(p.name))]
+    return max(reads) + 1 if reads else None
 
 
 def _encoding(body: dict[str, Any]) -> int:

@@ -9,7 +9,6 @@ a row count below what the ingest checkpoints recorded.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,7 +18,14 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, Field
 
 from latentsearch.backends.base import BackendError
-from latentsearch.backends.embedded.backend import _BODY_KEY, _ENCODING_KEY, _META_DIR, EmbeddedBackend, _sql_str
+from latentsearch.backends.embedded.backend import (
+    _BODY_KEY,
+    _ENCODING_KEY,
+    _META_DIR,
+    EmbeddedBackend,
+    _sql_str,
+    latest_committed_version,
+)
 from latentsearch.backends.embedded.layout import COLUMN_ENCODING, LEGACY_COLUMN_ENCODING, field_path, parse_mapping
 
 
@@ -236,17 +242,11 @@ def _bad_vectors(column: pa.ChunkedArray, space: str) -> int:
     return int(bad.sum())
 
 
-_TXN = re.compile(r"^(\d+)-[0-9a-f-]+\.txn$")
-
-
 def _check_versions(table_dir: Path, report: DoctorReport) -> None:
-    """Each commit leaves `<read version>-<uuid>.txn`: a commit read at version v made v+1. A
-    newest transaction above the served version means the latest manifest is gone."""
-    txn_dir = table_dir / "_transactions"
-    reads = [int(m.group(1)) for p in txn_dir.glob("*.txn") if (m := _TXN.match(p.name))] if txn_dir.is_dir() else []
-    if not reads:
+    """A newest committed transaction above the served version means the latest manifest is gone."""
+    report.latest_committed_version = latest_committed_version(table_dir)
+    if report.latest_committed_version is None:
         return
-    report.latest_committed_version = max(reads) + 1
     if report.latest_committed_version > report.version:
         report.rolled_back = True
         report.problems.append(
