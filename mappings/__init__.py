@@ -5,7 +5,13 @@ admins who apply definitions by hand.
 """
 
 from latentsearch.backends.es_dialect import elasticsearch_index_body, to_elasticsearch_mappings
-from latentsearch.mappings.builder import LEXICAL_FIELD, MENTION_DIMENSION, index_body, opensearch_index_body, schema_from_mapping
+from latentsearch.mappings.builder import (
+    LEXICAL_FIELD,
+    MENTION_DIMENSION,
+    index_body,
+    opensearch_index_body,
+    schema_from_mapping,
+)
 
 __all__ = [
     "LEXICAL_FIELD",

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from latentsearch.backends.base import BackendError, UnsupportedQueryError
-from latentsearch.backends.embedded.layout import FieldSpec, MapperParsingError, parse_date
 from latentsearch.backends.embedded.analysis import ANALYZERS, analyze
+from latentsearch.backends.embedded.layout import FieldSpec, MapperParsingError, parse_date
 from latentsearch.backends.embedded.snapshot import ListColumn, Snapshot, VectorColumn
 from latentsearch.dsl import resolve_msm
 
