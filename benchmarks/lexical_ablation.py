@@ -180,7 +180,7 @@ def main() -> None:
             f.tf = _fit(f.tf, n)
         q = _fit(voc.query(qtexts, analyzer), n).T.tocsc()  # vocab x queries
 
-        def score(w: sparse.csr_matrix) -> np.ndarray:
+        def score(w: sparse.csr_matrix, q: sparse.csc_matrix = q) -> np.ndarray:
             return np.asarray((w @ q).todense())
 
         def best(ws: list[sparse.csr_matrix], boosts: list[float], tie: float) -> np.ndarray:

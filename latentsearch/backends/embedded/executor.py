@@ -419,12 +419,17 @@ def eval_ids(body: Any, ctx: Context) -> Match:
     return ctx.const(mask, float(body.get("boost", 1.0)))
 
 
+_MATCH_KEYS = {"query", "operator", "minimum_should_match", "analyzer", "boost", "_name"}
+_MULTI_MATCH_KEYS = _MATCH_KEYS | {"fields", "type", "tie_breaker"}
+
+
 def _match_field(ctx: Context, fname: str, text: Any, params: dict[str, Any], where: str) -> Match:
     spec = ctx.field(fname, where)
     boost = float(params.get("boost", 1.0))
-    for bad in ("fuzziness", "zero_terms_query", "cutoff_frequency"):
-        if bad in params:
-            raise UnsupportedQueryError(f"{where}.{bad}")
+    unknown = set(params) - _MATCH_KEYS
+    if unknown:
+        raise UnsupportedQueryError(f"{where}.{sorted(unknown)[0]}", hint=f"{where} options the embedded backend "
+                                    f"runs: {', '.join(sorted(_MATCH_KEYS))}")
     col = _col(ctx, fname, where)
     if not spec.analyzed:
         # keyword / numeric / date fields: the whole query is one term
@@ -464,13 +469,17 @@ def eval_match(body: Any, ctx: Context) -> Match:
 def eval_multi_match(body: Any, ctx: Context) -> Match:
     if not isinstance(body, dict) or "query" not in body:
         raise BackendError("multi_match needs `query` and `fields`")
+    unknown = set(body) - _MULTI_MATCH_KEYS
+    if unknown:
+        raise UnsupportedQueryError(f"multi_match.{sorted(unknown)[0]}", hint="multi_match options the embedded "
+                                    f"backend runs: {', '.join(sorted(_MULTI_MATCH_KEYS))}")
     mtype = body.get("type", "best_fields")
     if mtype not in {"best_fields", "most_fields"}:
         raise UnsupportedQueryError(f"multi_match type {mtype}", hint="use best_fields or most_fields")
     fields = body.get("fields")
     if not fields:
         raise BackendError("multi_match on the embedded backend needs explicit `fields`")
-    params = {k: v for k, v in body.items() if k in {"operator", "minimum_should_match"}}
+    params = {k: v for k, v in body.items() if k in {"operator", "minimum_should_match", "analyzer"}}
     results = []
     for f in fields:
         name, _, weight = str(f).partition("^")
