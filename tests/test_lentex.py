@@ -175,6 +175,30 @@ def test_extractor_base_model_batches_and_normalises(base_extractor) -> None:
     out = base_extractor.extract(texts, "clinical note", "disease")
     assert len(out) == 2 and all(isinstance(v, list) and len(v) <= 3 for v in out)
     assert all(x == x.lower() and x.strip() == x for v in out for x in v)
+    # greedy decoding: a known text gives a known value, and batching (left padding) changes nothing
+    assert out[0] == ["diabetes"]
+    assert out == [base_extractor.extract([t], "clinical note", "disease")[0] for t in texts]
+
+
+def test_shipped_adapter_extracts_the_known_value_and_keys_the_cache(tmp_path: Path) -> None:
+    """The shipped LoRA adapter, greedy: a title yields the value it was trained to imply. Its weights
+    are part of the cache key: the same adapter with one changed byte gets another fingerprint, so
+    cached extractions of an older adapter are never reused."""
+    import shutil
+
+    tuned = get_extractor()
+    assert tuned.extract(["Insulin resistance in type 2 diabetes mellitus"], "biomedical article title",
+                         "disease") == [["type 2 diabetes"]]
+    assert tuned.fingerprint != get_extractor(adapter=None).fingerprint
+    changed = tmp_path / tuned.adapter.name
+    shutil.copytree(tuned.adapter, changed)
+    weights = changed / "adapter_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01  # the last byte of the last tensor
+    weights.write_bytes(bytes(data))
+    retrained = get_extractor(adapter=changed)
+    assert retrained.fingerprint != tuned.fingerprint
+    assert retrained.fingerprint.split(":")[:2] == tuned.fingerprint.split(":")[:2]  # same model, other weights
 
 
 def test_extractor_options_are_constrained(base_extractor) -> None:
@@ -247,6 +271,6 @@ def test_openai_teacher_against_the_local_model_served_over_http() -> None:
     url, server = _serve(app)
     try:
         reply = ld.OpenAITeacher(url, "SmolLM2-135M-Instruct").complete("Name one fruit.", temperature=0.0, max_tokens=12)
-        assert isinstance(reply, str) and reply.strip()
+        assert reply.strip() and reply == local.complete("Name one fruit.", temperature=0.0, max_tokens=12)
     finally:
         server.should_exit = True
