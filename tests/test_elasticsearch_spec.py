@@ -19,8 +19,8 @@ import pytest
 from latentsearch import dsl
 from latentsearch.backends import es_dialect
 from latentsearch.backends.base import BulkAction
+from latentsearch.backends.cluster import bulk_operations
 from latentsearch.backends.es_dialect import QueryTranslator, translate_search_body
-from latentsearch.backends.opensearch import bulk_operations
 from latentsearch.config import EntitySchema, VectorIndexConfig
 from latentsearch.mappings.builder import opensearch_index_body
 from latentsearch.query.rewriter import EntityMapping, latent_filter
