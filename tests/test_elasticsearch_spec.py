@@ -143,13 +143,19 @@ def test_radial_knn_body(v) -> None:
     assert "similarity" in q["knn"] and v.validate_query(q) == []
 
 
+@pytest.mark.parametrize(("pipeline", "retriever"), [
+    (dsl.normalization_pipeline("min_max", "arithmetic_mean", [0.3, 0.7]), "linear"),
+    (dsl.normalization_pipeline("l2", "arithmetic_mean", [0.3, 0.7]), "linear"),
+    (dsl.rrf_pipeline(), "rrf"),
+])
 @pytest.mark.parametrize("hybrid", ["rrf", "linear"])
-@pytest.mark.parametrize("technique", ["min_max", "l2"])
-def test_hybrid_retriever_bodies(v, hybrid: str, technique: str) -> None:
+def test_hybrid_retriever_bodies(v, pipeline: dict, retriever: str, hybrid: str) -> None:
+    """The body's pipeline decides the retriever (min-max/l2 + weights: linear; rrf: rrf), whatever the
+    client's default `hybrid` mode; every form validates against the Elasticsearch spec."""
     body = dsl.search_body(dsl.hybrid([dsl.match("text", "cough"), dsl.knn("vector", VEC, k=10)]), size=5,
-                           search_pipeline=dsl.normalization_pipeline(technique, "arithmetic_mean", [0.3, 0.7]))
+                           search_pipeline=pipeline)
     out, _ = translate_search_body(body, hybrid=hybrid)
-    assert hybrid in out["retriever"] and v.validate_request_body("search", out) == []
+    assert retriever in out["retriever"] and v.validate_request_body("search", out) == []
 
 
 def test_the_product_search_bodies(v) -> None:
