@@ -24,7 +24,7 @@ from latentsearch.onnx_export.serve import ServeConfig, create_app
 from tests.test_serve import LiveServer
 
 KEY = "auth-test-key"
-PUBLIC = {("GET", "/healthz")}  # liveness probes carry no key
+PUBLIC = {("GET", "/healthz"), ("GET", "/ui")}  # liveness probes carry no key; /ui is a static page whose data calls need it
 FASTAPI_DOCS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}  # framework pages, outside the schema
 
 

@@ -100,7 +100,7 @@ def levels(retriever: Any, body: LevelsRequest) -> LevelsResponse:
                           unmapped=ex["unmapped"], levels=out, chosen_msm=ex["chosen_msm"], reason=ex["reason"])
 
 
-@page_router.get("/ui", response_class=HTMLResponse, include_in_schema=False)
+@page_router.get("/ui", response_class=HTMLResponse, summary="The strictness playground (a static page; its data calls need the key)")
 async def ui() -> HTMLResponse:
     """The strictness playground page (static; it calls /ui/indices and /search/levels)."""
     return HTMLResponse(PAGE.read_text(encoding="utf-8"))
