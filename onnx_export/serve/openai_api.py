@@ -82,6 +82,9 @@ async def chat_completions(body: ChatCompletionRequest, services: Services = Dep
     """Completion of a conversation by the configured chat LLM (default SmolLM2-135M-Instruct).
     `temperature: 0` is greedy and deterministic; `max_tokens` bounds the answer (finish_reason
     `length` when reached); `stop` strings cut it."""
+    unsupported = body.unsupported()
+    if unsupported:
+        raise ApiError(400, unsupported, "unsupported_parameter")
     limit = services.config.max_tokens_limit
     budget = body.budget(min(DEFAULT_MAX_TOKENS, limit))  # no max_tokens: the default, within the limit
     if budget > limit:
