@@ -32,7 +32,7 @@ playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwrig
 
 REPO = Path(__file__).resolve().parents[1]
 INDEX = "playground-test"
-CLAIM_ID = "9"  # "32% of liver transplantation programs required patients to discontinue methadone ..."
+CLAIM_ID = "71"  # "Activation of the Rac1 homolog CED-10 kills viable cells in SRGP-1 mutant Caenorhabditis elegans."
 OTHER = "Chloroquine prophylaxis causes retinal toxicity in long-term travellers."
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]

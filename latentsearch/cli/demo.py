@@ -29,7 +29,7 @@ DEMO_SCHEMA = EntitySchema(
     latent_types=[{"name": "anatomy"}, {"name": "research_field", "description": "research field"}],
 )
 #: Claims of the bundled sample whose evidence is in it and whose entities the demo index holds.
-DEMO_CLAIMS = ("9", "26", "30")
+DEMO_CLAIMS = ("71", "79", "106")
 #: auto's "documents a level must keep": 1 on the demo's small index (the CLI's default, 5, suits full corpora).
 DEMO_MIN_HITS = 1
 
