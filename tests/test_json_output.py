@@ -72,7 +72,7 @@ INVOCATIONS: dict[str, tuple[list[str], bool]] = {
     "eval entity-retrieval": (["--conll", str(DATA / "wnut17" / "emerging.dev.head200.conll"), "--limit", "5"], True),
     "eval rag": (["--queries", "{queries}", "--qrels", "{qrels}", "--index", INDEX, "--limit", "1",
                   "--max-tokens", "16"], True),
-    "link": (["Aspirin lowers the risk of heart attack.", "--kb",
+    "link": (["You should have stayed on Redondo Beach Blvd in Gardena with Ahmed.", "--kb",
               str(REPO / "latentsearch" / "lab" / "data" / "linking" / "kb.jsonl")], True),
 }
 #: Commands whose cheapest run still trains or exports a model (minutes on 2 cores): covered by their own
