@@ -141,7 +141,7 @@ def passages_from_documents(docs: Sequence[Any]) -> list[Passage]:
     for d in docs:
         meta = d.metadata or {}
         doc_id = str(meta.get("doc_id") or d.id or f"passage-{len(out) + 1}")
-        out.append(Passage(n=len(out) + 1, doc_id=doc_id, chunk_id=meta.get("id") or d.id, title=meta.get("title"),
+        out.append(Passage(n=len(out) + 1, doc_id=doc_id, chunk_id=meta.get("chunk_id") or meta.get("id") or d.id, title=meta.get("title"),
                            text=d.page_content, score=meta.get("score")))
     return out
 

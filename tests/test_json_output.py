@@ -69,10 +69,11 @@ INVOCATIONS: dict[str, tuple[list[str], bool]] = {
     "opensearch-setup": (["--dry-run", "--url", "http://127.0.0.1:9"], False),
     "ask": (["What changes in newborn white matter?", "--index", INDEX, "--k", "2", "--max-tokens", "16"], True),
     "entities": (["disease", "--index", INDEX, "--k", "2"], True),
-    "eval entity-retrieval": (["--limit", "5", "--no-progress"], True),
+    "eval entity-retrieval": (["--conll", str(DATA / "wnut17" / "emerging.dev.head200.conll"), "--limit", "5"], True),
     "eval rag": (["--queries", "{queries}", "--qrels", "{qrels}", "--index", INDEX, "--limit", "1",
                   "--max-tokens", "16"], True),
-    "link": (["Aspirin lowers the risk of heart attack."], True),
+    "link": (["You should have stayed on Redondo Beach Blvd in Gardena with Ahmed.", "--kb",
+              str(REPO / "latentsearch" / "lab" / "data" / "linking" / "kb.jsonl")], True),
 }
 #: Commands whose cheapest run still trains or exports a model (minutes on 2 cores): covered by their own
 #: tests (test_onnx.py, test_mentions.py, test_lentex.py, test_linking.py) but not yet here.

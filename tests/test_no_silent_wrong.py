@@ -150,3 +150,23 @@ def test_search_endpoint_takes_the_shorthand(store: LatentSearchVectorStore) -> 
         r = httpx.post(f"{live.url}/search", json={"query": "white matter", "filter": {"year": {"above": 1}}},
                        timeout=120)
         assert r.status_code == 422 and "range operators" in r.text
+
+
+def test_chat_refuses_tools_and_json_modes_instead_of_dropping_them(store: LatentSearchVectorStore) -> None:
+    """`tools` and `response_format` used to be dropped silently (a plain answer, no tool call, no JSON)."""
+    httpx = pytest.importorskip("httpx")
+    from latentsearch.onnx_export.serve import ServeConfig, create_app
+    from tests.test_serve import LiveServer
+
+    config = ServeConfig(settings=store.settings, json_logs=False, preload=[])
+    messages = [{"role": "user", "content": "What is the weather in Paris?"}]
+    tool = {"type": "function", "function": {"name": "weather", "parameters": {"type": "object", "properties": {}}}}
+    with LiveServer(create_app(config)) as live:
+        url = f"{live.url}/v1/chat/completions"
+        r = httpx.post(url, json={"model": "m", "messages": messages, "tools": [tool]}, timeout=60)
+        assert r.status_code == 400 and "tools" in r.text, r.text
+        r = httpx.post(url, json={"model": "m", "messages": messages, "tool_choice": "required"}, timeout=60)
+        assert r.status_code == 400
+        r = httpx.post(url, json={"model": "m", "messages": messages, "response_format": {"type": "json_object"}},
+                       timeout=60)
+        assert r.status_code == 400 and "response_format" in r.text and "text" in r.text, r.text

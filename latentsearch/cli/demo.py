@@ -29,7 +29,7 @@ DEMO_SCHEMA = EntitySchema(
     latent_types=[{"name": "anatomy"}, {"name": "research_field", "description": "research field"}],
 )
 #: Claims of the bundled sample whose evidence is in it and whose entities the demo index holds.
-DEMO_CLAIMS = ("9", "26", "30")
+DEMO_CLAIMS = ("71", "79", "106")
 #: auto's "documents a level must keep": 1 on the demo's small index (the CLI's default, 5, suits full corpora).
 DEMO_MIN_HITS = 1
 
@@ -157,7 +157,8 @@ def run_demo(*, corpus: Path | None, index: str, limit: int | None, n_queries: i
         for proc in default_processors(settings, embedder):
             task = bar.add_task(f"{getattr(proc, 'name', 'step')} per chunk", total=None)
             procs.append(_ChunkProgress(proc, bar, task, 8 if getattr(proc, "name", "") == "latent" else 32))
-        report = ingest(path, settings, index=index, backend=backend, processors=procs, progress=False)
+        report = ingest(path, settings, index=index, backend=backend, processors=procs, progress=False,
+                        limit=limit if corpus else None)  # --limit also caps a --corpus of your own
     stdout.print(f"   {report.records_read} abstracts read ({report.records_skipped_by_checkpoint} already ingested), "
                  f"{report.chunks_written} chunks written, {report.rejected} rejected, "
                  f"{time.perf_counter() - started:.0f} s")

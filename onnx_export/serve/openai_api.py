@@ -85,6 +85,9 @@ async def chat_completions(body: ChatCompletionRequest, services: Services = Dep
     LLM + LoRA adapter the extractor uses (remote extraction, `models.extractor_url`), anything else with the
     chat LLM. `temperature: 0` is greedy and deterministic; `max_tokens` bounds the answer (finish_reason
     `length` when reached); `stop` strings cut it."""
+    unsupported = body.unsupported()
+    if unsupported:
+        raise ApiError(400, unsupported, "unsupported_parameter")
     budget = generation_budget(services, body.max_completion_tokens or body.max_tokens, DEFAULT_MAX_TOKENS)
     messages = [{"role": _ROLES.get(m.role, m.role), "content": m.text()} for m in body.messages]
     check_prompt(services, [m["content"] for m in messages], "the messages")

@@ -53,7 +53,9 @@ class Level(BaseModel):
     name: str = Field(description="none, auto, or the number of entities required (loose … strict)")
     msm: int | None = Field(description="minimum_should_match; None = no latent filter")
     documents: int = Field(description="Documents this level keeps (the rewriter's count)")
-    hits: list[LevelHit]
+    hits: list[LevelHit] = Field(description="none: the unfiltered top k; a fixed level: the documents passing "
+                                             "its filter; auto: the rewriter's ranking (filtered documents "
+                                             "promoted, the unfiltered ranking backfilling)")
     dsl: dict[str, Any] | None = Field(None, description="The OpenSearch request body of this level")
 
 
@@ -91,8 +93,11 @@ def levels(retriever: Any, body: LevelsRequest) -> LevelsResponse:
                               reason="plain search: the index has no latent types or values")
     counts = {lv["msm"]: lv["hits"] for lv in ex["levels"]}
     out[0].documents = counts.get(None, out[0].documents)
+    clause = retriever.filter_clause(body.filter)
     for msm in sorted(m for m in counts if m is not None):
-        found = auto if msm == ex["chosen_msm"] else retriever.search(body.query, strictness=msm, **opts)
+        # a fixed level lists the documents that pass its filter (no backfill), so the control shows the filter
+        found = retriever.rewriter().search(body.query, k=body.k, mode=body.mode, strictness=msm, filter=clause,
+                                            include_dsl=True, backfill=False)
         out.append(Level(name=str(msm), msm=msm, documents=counts[msm], hits=_hits(found), dsl=found.dsl))
     out.append(Level(name="auto", msm=ex["chosen_msm"], documents=counts.get(ex["chosen_msm"], len(auto.hits)),
                      hits=_hits(auto), dsl=auto.dsl))

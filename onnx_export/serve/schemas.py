@@ -122,6 +122,21 @@ class ChatCompletionRequest(_Lenient):
     stream: bool = False
     seed: int | None = Field(None, description="Accepted; sampling is not seeded per request")
     user: str | None = None
+    tools: list[Any] | None = Field(None, description="Not supported: a request with tools gets 400")
+    tool_choice: Any = Field(None, description="Only `none` (or absent) is accepted")
+    functions: list[Any] | None = Field(None, description="Not supported (legacy function calling): 400")
+    response_format: dict[str, Any] | None = Field(None, description="Only {\"type\": \"text\"}; JSON modes get 400")
+
+    def unsupported(self) -> str | None:
+        """Why the request asks for something this server would otherwise silently drop (None: it does not)."""
+        if self.tools or self.functions or self.tool_choice not in (None, "none"):
+            return ("tools / function calling is not supported by this server (the local LLM has no tool use): "
+                    "send the request without `tools`, `functions` and `tool_choice`")
+        kind = (self.response_format or {}).get("type", "text")
+        if kind != "text":
+            return (f"response_format {kind!r} is not supported (no constrained JSON output here); supported: "
+                    "{\"type\": \"text\"}")
+        return None
 
     def budget(self, default: int = 128) -> int:
         return self.max_completion_tokens or self.max_tokens or default

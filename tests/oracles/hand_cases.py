@@ -263,6 +263,17 @@ BEHAVIOUR_CASES: list[tuple[str, dict[str, Any], set[str], str]] = [
         {"b2"},
         "",
     ),
+    # unmapped fields (issue 19): OpenSearch answers 0 hits, no error, for leaf queries on them
+    ("unmapped-term", {"term": {"latent.gene": "x"}}, set(), "latent.gene is not mapped"),
+    ("unmapped-range", {"range": {"pages": {"gte": 1}}}, set(), "pages is not mapped"),
+    ("unmapped-match", {"match": {"abstract": "cell"}}, set(), "abstract is not mapped"),
+    (
+        "unmapped-in-should",
+        {"bool": {"should": [{"term": {"colour": "red"}}, {"term": {"doc_id": "b1"}}], "minimum_should_match": 1}},
+        {"b1"},
+        "the unmapped clause matches nothing, the other still counts",
+    ),
+    ("unmapped-must_not", {"bool": {"must_not": [{"terms": {"colour": ["red"]}}]}}, ALL_B, "excludes nothing"),
 ]
 
 # Hand cases on which osmem-server disagrees with the hand evaluation (name -> note). They are
