@@ -109,7 +109,8 @@ def test_config_file_and_env_precedence(home: Path, tmp_path: Path, monkeypatch:
 
 
 def test_demo_runs_end_to_end(home: Path) -> None:
-    code, out, err = _invoke("demo", "--corpus", str(SAMPLE_CORPUS), "--limit", "15", "--queries", "1", "--k", "3")
+    code, out, err = _invoke("demo", "--corpus", str(SAMPLE_CORPUS), "--limit", "15", "--queries", "1", "--k", "3",
+                            "--no-latent")  # the latent run is tests/test_demo.py (slow)
     assert code == 0, err
     assert "1/2 ingest" in out and "2/2 search" in out and "claim" in out
 

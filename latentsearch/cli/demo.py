@@ -144,6 +144,8 @@ def run_demo(*, corpus: Path | None, index: str, limit: int | None, n_queries: i
     if fresh:
         backend.delete_index(index)
     n_docs = sum(1 for ln in path.open(encoding="utf-8") if ln.strip())
+    if corpus is not None and limit:
+        n_docs = min(n_docs, limit)
     types = ", ".join(settings.entities.type_names)
     stdout.print(f"[bold]1/2 ingest[/] {n_docs} SciFact abstracts → index [cyan]{index}[/] (embedded engine); "
                  + (f"latent types [bold]{types}[/] read from titles by the LentEx extractor (SmolLM2 + LoRA)"
@@ -158,7 +160,7 @@ def run_demo(*, corpus: Path | None, index: str, limit: int | None, n_queries: i
             task = bar.add_task(f"{getattr(proc, 'name', 'step')} per chunk", total=None)
             procs.append(_ChunkProgress(proc, bar, task, 8 if getattr(proc, "name", "") == "latent" else 32))
         report = ingest(path, settings, index=index, backend=backend, processors=procs, progress=False,
-                        limit=limit if corpus else None)  # --limit also caps a --corpus of your own
+                        limit=limit if corpus is not None else None)  # --limit also caps a --corpus of your own
     stdout.print(f"   {report.records_read} abstracts read ({report.records_skipped_by_checkpoint} already ingested), "
                  f"{report.chunks_written} chunks written, {report.rejected} rejected, "
                  f"{time.perf_counter() - started:.0f} s")
