@@ -124,10 +124,8 @@ def user_filter(spec: dict[str, Any] | None, fields: dict[str, dict[str, Any]] |
     for key, value in spec.items():
         field = key if key.startswith(_TOP_FIELDS) or key in _TOP_FIELDS else f"metadata.{key}"
         if isinstance(value, (list, tuple, set)):
-            values = list(value)
-            if not values:
-                raise ValueError(f"filter value for {key!r} is an empty list: it would match nothing")
-            clauses.append(dsl.terms(_exact_field(field, values[0], fields), values))
+            values = list(value)  # an empty list matches nothing, as `terms: []` does in OpenSearch
+            clauses.append(dsl.terms(_exact_field(field, values[0] if values else "", fields), values))
         elif isinstance(value, dict):
             unknown = sorted(set(value) - set(RANGE_OPERATORS))
             if unknown or not value:

@@ -337,7 +337,8 @@ class EmbeddedBackend(SearchBackend):
         rows: dict[str, dict[str, Any]] = {}  # last write per id wins, like sequential bulk
         nested_rows: dict[str, dict[str, list[dict[str, Any]]]] = {}
         deletes: set[str] = set()
-        exists = self._existing_ids(idx, {str(a.id) for a in actions})  # updated as the batch runs
+        # ids that cannot be encoded are refused per item below; they cannot exist in the table
+        exists = self._existing_ids(idx, {str(a.id) for a in actions if _encodable(str(a.id))})  # updated as it runs
         for i, action in enumerate(actions):
             doc_id = str(action.id)
             if action.op == "delete":
@@ -449,6 +450,11 @@ class EmbeddedBackend(SearchBackend):
             elif isinstance(value, list):
                 if depth >= self.max_depth:
                     raise MapperParsingError(f"document nests deeper than the limit of {self.max_depth} levels")
+                if value and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+                    leaves += 1  # a vector (or a numeric array) is one value, not one per dimension
+                    if leaves > self.max_fields:
+                        raise MapperParsingError(f"document has more than the limit of {self.max_fields} values")
+                    continue
                 stack.extend((v, depth + 1) for v in value)
             else:
                 leaves += 1
@@ -775,6 +781,14 @@ def _check_string(value: str, what: str, max_chars: int) -> None:
 def _vector_json(vec: np.ndarray) -> list[float]:
     """float32 values as the shortest decimals that round-trip (1.4, not 1.399999976)."""
     return [float(str(v)) for v in vec]
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _chunks(items: list[str], size: int) -> list[list[str]]:
