@@ -4,11 +4,8 @@
 setup:
 	@scripts/setup.sh
 
-# Benchmark datasets beside the checkout, when present (the demo then ingests full SciFact).
-DATA_DIR ?= $(abspath ../shared/data)
-
 demo: setup
-	$(if $(wildcard $(DATA_DIR)/scifact),LATENTSEARCH_DATA_DIR=$(DATA_DIR)) .venv/bin/latentsearch demo
+	.venv/bin/latentsearch demo
 
 test: setup
 	.venv/bin/pytest
