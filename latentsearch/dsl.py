@@ -256,10 +256,12 @@ def normalization_pipeline(
 
 
 def rrf_pipeline(rank_constant: int = 60) -> dict[str, Any]:
-    """A search pipeline body fusing `hybrid` sub-queries by reciprocal rank (OpenSearch 2.19+)."""
+    """A search pipeline body fusing `hybrid` sub-queries by reciprocal rank (OpenSearch 2.19+). The rank
+    constant goes in `combination.parameters`: neural-search 2.19 reads it there and silently uses 60 when
+    it sits beside `technique`, the place the API spec documents (found on the real node)."""
     return {
         "phase_results_processors": [
-            {"score-ranker-processor": {"combination": {"technique": "rrf", "rank_constant": int(rank_constant)}}}
+            {"score-ranker-processor": {"combination": {"technique": "rrf", "parameters": {"rank_constant": int(rank_constant)}}}}
         ]
     }
 

@@ -325,7 +325,8 @@ def _hybrid_retriever(
             if "score-ranker-processor" in proc:
                 mode = "rrf"
                 comb = proc["score-ranker-processor"].get("combination") or {}
-                rank_constant = int(comb.get("rank_constant", rank_constant))
+                rank_constant = int((comb.get("parameters") or {}).get("rank_constant",
+                                                                       comb.get("rank_constant", rank_constant)))
             elif "normalization-processor" in proc:
                 mode = "linear"
     if mode == "rrf":

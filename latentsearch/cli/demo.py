@@ -147,7 +147,9 @@ def run_demo(*, corpus: Path | None, index: str, limit: int | None, n_queries: i
     if corpus is not None and limit:
         n_docs = min(n_docs, limit)
     types = ", ".join(settings.entities.type_names)
-    stdout.print(f"[bold]1/2 ingest[/] {n_docs} SciFact abstracts → index [cyan]{index}[/] (embedded engine); "
+    engine = "embedded engine" if settings.backend.resolved_kind == "embedded" else \
+        f"{settings.backend.resolved_kind} at {settings.backend.url}"
+    stdout.print(f"[bold]1/2 ingest[/] {n_docs} SciFact abstracts → index [cyan]{index}[/] ({engine}); "
                  + (f"latent types [bold]{types}[/] read from titles by the LentEx extractor (SmolLM2 + LoRA)"
                     if latent else "dense vectors only"))
     embedder = get_embedder(settings.models.embedder, settings.models.device)

@@ -30,7 +30,8 @@ Two things the raw spec would get wrong, handled here once at load time:
   `unevaluatedProperties`) are left alone. The spec's own recorded request bodies (its test
   stories) validate under these rules, except three genuine spec gaps (see the tests).
 
-One **erratum** is applied (`errata=True`, the default; listed in `ERRATA`): the spec types the
+Two **errata** are applied (`errata=True`, the default; listed in `ERRATA`). The RRF rank constant's
+place (see ERRATA). And: the spec types the
 search body's `search_pipeline` as a string only, but OpenSearch (>= 2.9) also takes an object
 there, a *temporary* search pipeline for this request (docs: search-plugins/search-pipelines/
 using-search-pipeline, "Using a temporary search pipeline for the current request"). With the
@@ -87,6 +88,28 @@ ERRATA: list[tuple[str, str, dict[str, Any], dict[str, Any], str]] = [
         (
             "OpenSearch accepts a temporary search pipeline object in the search body (since 2.9); "
             "the spec only models the string form"
+        ),
+    ),
+    (
+        "schemas/search_pipeline._common.yaml",
+        "/components/schemas/ScoreRankerCombination",
+        {"type": "object", "required": ["technique"]},
+        {
+            "type": "object",
+            "properties": {
+                "technique": {"$ref": "#/components/schemas/ScoreRankerCombinationTechnique"},
+                "rank_constant": {"type": "integer", "format": "int32", "minimum": 1},
+                "parameters": {
+                    "type": "object",
+                    "properties": {"rank_constant": {"type": "integer", "format": "int32", "minimum": 1}},
+                },
+            },
+            "required": ["technique"],
+        },
+        (
+            "neural-search 2.19 reads the RRF rank constant from `combination.parameters.rank_constant` and "
+            "silently uses 60 when it is given as `combination.rank_constant`, the only form the spec models "
+            "(found on the real node: tests/test_opensearch_node.py::test_hybrid_query_with_search_pipeline)"
         ),
     ),
 ]

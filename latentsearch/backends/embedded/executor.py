@@ -673,10 +673,11 @@ def _hybrid_config(pipeline: dict[str, Any] | None, n_queries: int) -> dict[str,
                 raise UnsupportedQueryError(f"score-ranker technique {comb['technique']}",
                                             where="score-ranker-processor", hint="supported: rrf")
             cfg["technique"] = "rrf"
-            cfg["rank_constant"] = int(comb.get("rank_constant", 60))
+            # `parameters.rank_constant` is where neural-search 2.19 reads it; the spec documents the top level
+            cfg["rank_constant"] = int((comb.get("parameters") or {}).get("rank_constant", comb.get("rank_constant", 60)))
             if cfg["rank_constant"] < 1:
                 raise BackendError(f"rrf rank_constant must be >= 1, got {cfg['rank_constant']}")
-            if comb.get("parameters"):  # weighted RRF is newer than the vendored spec: not emulated
+            if set(comb.get("parameters") or {}) - {"rank_constant"}:  # weighted RRF is newer than the vendored spec: not emulated
                 raise UnsupportedQueryError("score-ranker combination.parameters", where="score-ranker-processor",
                                             hint="supported: technique rrf with rank_constant (unweighted)")
         else:
