@@ -234,7 +234,7 @@ class Settings(BaseSettings):
     rag: RagConfig = Field(default_factory=RagConfig)
     home: Path = Field(default_factory=default_home, description="Caches, checkpoints, embedded db")
     data_dir: Path | None = Field(None, description="Root of the benchmark datasets (scifact/, wnut17/, "
-                                  "20newsgroups/) that `demo`, training and evaluation read, e.g. ../shared/data")
+                                  "20newsgroups/) that training and evaluation read (env LATENTSEARCH_DATA_DIR)")
 
     @classmethod
     def settings_customise_sources(

@@ -71,7 +71,7 @@ def wnut_file(folder: Path | None, name: str) -> Path:
         root = data_dir / "wnut17" if data_dir else None
     if root is None:
         raise typer.BadParameter("where is WNUT-17? pass --wnut FOLDER or set LATENTSEARCH_DATA_DIR "
-                                 "(e.g. ../shared/data)", param_hint="--wnut")
+                                 "(the folder that holds wnut17/)", param_hint="--wnut")
     path = root / name
     if not path.is_file():
         raise typer.BadParameter(f"{path} not found (expected the WNUT-17 CoNLL files in {root})", param_hint="--wnut")

@@ -6,7 +6,7 @@ mention of that type, negative = a mention of another type (10 % hard negatives:
 whose sentence BM25-matches the type name best). The LLM is frozen, so raw vectors are computed once
 and cached; training the head then takes seconds.
 
-    latentsearch train mention-head --wnut ../shared/data/wnut17
+    latentsearch train mention-head --wnut DATA/wnut17   # or set LATENTSEARCH_DATA_DIR=DATA
 """
 
 from __future__ import annotations
