@@ -223,7 +223,8 @@ class LatentEntityExtractor:
 
     def _generate_shared(self, texts: list[str], text_type: str, type_names: list[str],
                          instruction: int) -> list[list[str]]:
-        """Greedy answers [text][type]: the prefixes (left-padded) run once, their cache is repeated per type,
+        """Greedy answers [text][type]: the prompts' common opening runs once for the batch, each text's prefix
+        (padded after it) once, its cache is repeated per type,
         the type suffixes follow (padded in the middle; positions come from the attention mask)."""
         import torch
 
@@ -235,11 +236,15 @@ class LatentEntityExtractor:
             prefixes.append(self._ids(parts[0][0]))
             suffixes.append([self._ids(suffix) for _, suffix in parts])
         n_types = len(type_names)
-        p_len = max(len(p) for p in prefixes)
+        # the chat template's opening (system turn, "Text type:") is the same for every text: run it once
+        common = _common_length(prefixes)
+        c_ids = torch.tensor([prefixes[0][:common]], dtype=torch.long)
+        rests = [ids[common:] for ids in prefixes]
+        p_len = max(len(r) for r in rests)
         s_len = max(len(s) for row in suffixes for s in row)
         p_ids = torch.full((len(texts), p_len), pad, dtype=torch.long)
         p_mask = torch.zeros((len(texts), p_len), dtype=torch.long)
-        for r, ids in enumerate(prefixes):
+        for r, ids in enumerate(rests):
             p_ids[r, p_len - len(ids):] = torch.tensor(ids)
             p_mask[r, p_len - len(ids):] = 1
         rows = len(texts) * n_types
@@ -250,12 +255,20 @@ class LatentEntityExtractor:
                 s_ids[r * n_types + t, s_len - len(ids):] = torch.tensor(ids)
                 s_mask[r * n_types + t, s_len - len(ids):] = 1
         with torch.inference_mode():
-            pos = (p_mask.cumsum(-1) - 1).clamp(min=0)
-            cache = self.lm.model(input_ids=p_ids.to(self.device), attention_mask=p_mask.to(self.device),
-                                  position_ids=pos.to(self.device), use_cache=True).past_key_values
+            cache = None
+            if common:
+                cache = self.lm.model(input_ids=c_ids.to(self.device), use_cache=True).past_key_values
+                cache.batch_repeat_interleave(len(texts))
+            c_rows = c_ids.expand(len(texts), -1)
+            full_mask = torch.cat([torch.ones_like(c_rows), p_mask], 1)
+            pos = (full_mask.cumsum(-1) - 1).clamp(min=0)[:, common:]
+            cache = self.lm.model(input_ids=p_ids.to(self.device), attention_mask=full_mask.to(self.device),
+                                  position_ids=pos.to(self.device), past_key_values=cache,
+                                  use_cache=True).past_key_values
             cache.batch_repeat_interleave(n_types)
-            ids = torch.cat([p_ids.repeat_interleave(n_types, 0), s_ids], 1).to(self.device)
-            mask = torch.cat([p_mask.repeat_interleave(n_types, 0), s_mask], 1).to(self.device)
+            ids = torch.cat([c_rows, p_ids], 1).repeat_interleave(n_types, 0)
+            ids = torch.cat([ids, s_ids], 1).to(self.device)
+            mask = torch.cat([full_mask.repeat_interleave(n_types, 0), s_mask], 1).to(self.device)
             out = self.lm.model.generate(
                 input_ids=ids, attention_mask=mask, past_key_values=cache, max_new_tokens=self.max_new_tokens,
                 do_sample=False, num_beams=1, pad_token_id=pad, eos_token_id=tok.eos_token_id,
@@ -307,34 +320,31 @@ class LatentEntityExtractor:
         instruction: int = 0,
     ) -> list[str]:
         """Constrained answers: the option with the highest mean token log-likelihood per text."""
+        return [options[int(max(range(len(options)), key=scores.__getitem__))]
+                for scores in (self.score_options(t, text_type, latent_entity_type, options, instruction)
+                               for t in texts)]
+
+    def option_probabilities(
+        self, text: str, text_type: str, latent_entity_type: str, options: Sequence[str], instruction: int = 0,
+    ) -> list[float]:
+        """A confidence per option: softmax over the options' mean token log-likelihoods (sums to 1)."""
+        import math
+
+        scores = self.score_options(text, text_type, latent_entity_type, options, instruction)
+        top = max(scores)
+        exp = [math.exp(s - top) for s in scores]
+        total = sum(exp)
+        return [e / total for e in exp]
+
+    def score_options(
+        self, text: str, text_type: str, latent_entity_type: str, options: Sequence[str], instruction: int = 0,
+    ) -> list[float]:
+        """Mean token log-likelihood of each option (and its end token) as the answer for `text`: the text
+        runs once and its KV cache serves every option row. The prompt lists the options (as trained)."""
         import torch
 
-        tok = self.lm.tokenizer
-        tok.padding_side = "right"
-        eos = tok.eos_token or ""
-        best: list[str] = []
-        if self.prompt_format == "text-first":
-            return [self._choose_shared(text, text_type, latent_entity_type, options, instruction) for text in texts]
-        for text in texts:
-            prompt = self.prompt(text, text_type, latent_entity_type, instruction, options)
-            n_prompt = len(tok(prompt, add_special_tokens=False)["input_ids"])
-            seqs = [prompt + opt + eos for opt in options]
-            enc = tok(seqs, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-            with torch.inference_mode():
-                logits = self.lm.model(**enc).logits[:, :-1].float()
-            targets = enc["input_ids"][:, 1:]
-            logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-            mask = enc["attention_mask"][:, 1:].clone()
-            mask[:, : n_prompt - 1] = 0  # score the option (and its end token) only
-            scores = (logp * mask).sum(1) / mask.sum(1).clamp(min=1)
-            best.append(options[int(scores.argmax())])
-        return best
-
-    def _choose_shared(self, text: str, text_type: str, latent_entity_type: str, options: Sequence[str],
-                       instruction: int) -> str:
-        """`choose` for one text with the text run once: its KV cache is repeated for every option row."""
-        import torch
-
+        if not options:
+            return []
         tok = self.lm.tokenizer
         prefix, suffix = self.prompt_parts(text, text_type, latent_entity_type, instruction, options)
         p_ids = torch.tensor([self._ids(prefix)], device=self.device)
@@ -354,9 +364,20 @@ class LatentEntityExtractor:
         targets = enc["input_ids"][:, 1:]
         logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         keep = enc["attention_mask"][:, 1:].clone()
-        keep[:, : n_suffix - 1] = 0  # score the option (and its end token) only
-        scores = (logp * keep).sum(1) / keep.sum(1).clamp(min=1)
-        return options[int(scores.argmax())]
+        keep[:, : max(n_suffix - 1, 0)] = 0  # score the option (and its end token) only
+        return ((logp * keep).sum(1) / keep.sum(1).clamp(min=1)).tolist()
+
+
+def _common_length(rows: Sequence[Sequence[int]]) -> int:
+    """Tokens every row starts with, leaving each row at least one token of its own."""
+    n = min(len(r) for r in rows) - 1
+    first = rows[0]
+    for r in rows[1:]:
+        k = 0
+        while k < n and r[k] == first[k]:
+            k += 1
+        n = k
+    return max(n, 0)
 
 
 def _resolve_adapter(adapter: str | Path | None) -> Path | None:

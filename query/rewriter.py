@@ -71,6 +71,14 @@ class RewriteOptions(BaseModel):
                                   "(default: query.search.DEFAULT_FUSION)")
     weights: tuple[float, float] | None = Field(None, description="hybrid min_max: (BM25, k-NN) weights "
                                                 "(default: query.search.DEFAULT_WEIGHTS)")
+    entities: Literal["free", "chosen"] = Field(
+        "free", description="How the question's entities are found: `free` = the extractor names them and they are "
+        "mapped onto index values; `chosen` = the extractor scores candidate index values (the nearest to the "
+        "question by embedding) and keeps those above `min_confidence`: it cannot invent a value")
+    candidates: int = Field(12, ge=1, le=200, description="chosen: candidate index values scored per type")
+    min_confidence: float = Field(0.3, ge=0, le=1, description="chosen: a value below this confidence (softmax over "
+                                  "the candidates' log-likelihoods) gives no clause")
+    values_per_type: int = Field(1, ge=1, le=10, description="chosen: values kept per type")
     map_top_n: int = Field(3, ge=0, description="Embedding-nearest vocabulary values added per entity")
     map_min_similarity: float = Field(0.75, ge=-1, le=1, description="Cosine needed for a nearest value")
     filter: dict[str, Any] | None = Field(None, description="A user filter clause, always applied")
@@ -197,6 +205,22 @@ class Vocabulary:
     def values(self, etype: str) -> list[str]:
         return self._values.get(etype, [])
 
+    def candidates(self, etype: str, vector: np.ndarray, n: int) -> list[str]:
+        """The `n` values of `etype` nearest to `vector` (one per normalised form), nearest first."""
+        values, vectors = self._values.get(etype, []), self._vectors.get(etype)
+        if not values or vectors is None:
+            return []
+        out: dict[str, str] = {}
+        for i in np.argsort(-(vectors @ vector)):
+            out.setdefault(normalise(values[int(i)]), values[int(i)])
+            if len(out) >= n:
+                break
+        return list(out.values())
+
+    def forms(self, etype: str, value: str) -> list[str]:
+        """Every stored value that normalises like `value` (what a clause on it must match)."""
+        return self._norm.get(etype, {}).get(normalise(value), [value])
+
     def map(self, etype: str, entity: str, top_n: int, min_sim: float, entity_vector: np.ndarray | None) -> dict[str, str]:
         """value -> how it matched. Exact and normalised matches first, then nearest neighbours."""
         found: dict[str, str] = {}
@@ -281,6 +305,39 @@ class QueryRewriter:
             (mapped if how else unmapped).append(m)
         return mapped, unmapped
 
+    def choose_entities(self, text: str, vector: np.ndarray, types: Sequence[str], opts: RewriteOptions
+                        ) -> tuple[list[EntityMapping], list[EntityMapping]]:
+        """Question entities chosen among the index's values: per type, the values nearest to the question are
+        scored by the extractor as answers (mean token log-likelihood, softmax over the candidates) and those
+        with confidence >= `min_confidence` become clauses. Extractors without option scores (remote endpoints)
+        pick one candidate by a constrained prompt (confidence 1)."""
+        text_type = self.schema.query_text_type or self.schema.text_type
+        mapped: list[EntityMapping] = []
+        unmapped: list[EntityMapping] = []
+        by_name = {t.name: t for t in self.schema.latent_types}
+        for etype in types:
+            cands = self.vocabulary.candidates(etype, vector, opts.candidates)
+            if not cands:
+                continue
+            prompt = by_name[etype].prompt_name
+            key = ("chosen:" + etype + "\x00" + "\x01".join(cands), text)
+            scored = self._cache.get(key)
+            if scored is None:
+                if hasattr(self.extractor, "option_probabilities"):
+                    probs = self.extractor.option_probabilities(text, text_type, prompt, cands)
+                    scored = sorted(zip(cands, probs), key=lambda x: -x[1])
+                else:
+                    scored = [(self.extractor.extract([text], text_type, prompt, options=cands)[0][0], 1.0)]
+                self._cache[key] = scored
+                if len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+            for value, conf in scored[: opts.values_per_type]:
+                forms = self.vocabulary.forms(etype, value)
+                m = EntityMapping(type=etype, extracted=value, values=forms,
+                                  how={f: f"chosen:{conf:.2f}" for f in forms})
+                (mapped if conf >= opts.min_confidence else unmapped).append(m)
+        return mapped, unmapped
+
     # -- search -----------------------------------------------------------------------------
     def search(self, text: str, **options: Any) -> RewrittenSearch:
         """Search with latent filters. Keyword options are RewriteOptions fields (k, mode, strictness, ...)."""
@@ -295,12 +352,16 @@ class QueryRewriter:
         timings["embed"] = _ms(t0)
 
         t0 = time.perf_counter()
-        entities: dict[str, list[str]] = {}
+        mapped: list[EntityMapping] = []
+        unmapped: list[EntityMapping] = []
         if opts.strictness != "none" and self.extractor is not None and self.schema.latent_types:
             self.vocabulary.load(self.schema.type_names)
-            filled = [t for t in self.schema.type_names if self.vocabulary.values(t)]
-            entities = self.extract(text, filled) if filled else {}  # no values in the index: no LLM call
-        mapped, unmapped = self.map_entities(entities, opts) if entities else ([], [])
+            filled = [t for t in self.schema.type_names if self.vocabulary.values(t)]  # empty: no LLM call
+            if opts.entities == "chosen":
+                mapped, unmapped = self.choose_entities(text, np.asarray(vector, dtype=np.float32), filled, opts)
+            elif filled:
+                entities = self.extract(text, filled)
+                mapped, unmapped = self.map_entities(entities, opts) if entities else ([], [])
         timings["extract"] = _ms(t0)
 
         strictness = opts.strictness

@@ -275,3 +275,41 @@ def test_cli_search_explain(corpus, monkeypatch):
     assert "minimum_should_match" in res.output and "why:" in res.output
     res = CliRunner().invoke(app, ["search", "x", "--index", INDEX, "--strictness", "sometimes"])
     assert res.exit_code != 0 and "strictness" in res.output
+
+
+def test_chosen_entities_are_always_index_values(corpus, rewriter):
+    """Property: whatever the question, `entities="chosen"` maps only onto values the index holds, with a
+    confidence per value; the confidences of one type's candidates are a distribution."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    rewriter.vocabulary.load(["research_field"])
+    held = set(rewriter.vocabulary.values("research_field"))
+    questions = st.sampled_from([d["title"] for d in corpus["docs"]] + [
+        "Statins lower the risk of myocardial infarction.", "Zebrafish fins regenerate.", "x", "42 %"])
+
+    @settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(question=questions, n=st.integers(1, 6), keep=st.integers(1, 3))
+    def check(question: str, n: int, keep: int) -> None:
+        opts = RewriteOptions(entities="chosen", candidates=n, values_per_type=keep, min_confidence=0.0)
+        import numpy as np
+
+        vector = np.asarray(rewriter.embedder.encode([question])[0], dtype=np.float32)
+        mapped, unmapped = rewriter.choose_entities(question, vector, ["research_field"], opts)
+        assert not unmapped and 1 <= len(mapped) <= min(n, keep)
+        for m in mapped:
+            assert set(m.values) <= held and m.extracted in held
+            assert all(h.startswith("chosen:") for h in m.how.values())
+
+    check()
+
+
+def test_chosen_entities_below_confidence_give_no_clause(corpus, rewriter):
+    doc = corpus["docs"][3]
+    found = rewriter.search(doc["title"], k=5, entities="chosen", min_confidence=1.0, strictness="strict")
+    ex = found.explanation
+    assert not ex.entities and ex.unmapped and ex.chosen_msm is None
+    found = rewriter.search(doc["title"], k=5, entities="chosen", min_confidence=0.0, strictness="strict",
+                            min_hits=1)
+    assert found.explanation.entities and found.explanation.chosen_msm == 1
+    assert found.hits[0].latent.get("research_field")
