@@ -36,6 +36,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=200)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--out", type=Path, default=None, help="Save the table as JSON")
+    ap.add_argument("--entities", default="free,chosen", help="question-entity modes to time (RewriteOptions.entities)")
+    ap.add_argument("--options", default="{}", help="further RewriteOptions as JSON, e.g. '{\"min_confidence\": 0.5}'")
     args = ap.parse_args()
 
     settings = Settings(index=args.index)
@@ -53,15 +55,18 @@ def main() -> None:
         search(q, backend=backend, index=args.index, embedder=embedder, k=args.k)
         plain.append((time.perf_counter() - t0) * 1000)
     rows["dense, no rewriting"] = {"total": pct(plain)}
-    for phase in ("cold cache", "warm cache"):
+    extra = json.loads(args.options)
+    for mode, phase in [(m, p) for m in args.entities.split(",") for p in ("cold cache", "warm cache")]:
+        if phase == "cold cache":
+            rewriter._cache.clear()
         parts: dict[str, list[float]] = {"embed": [], "extract": [], "backend": [], "total": []}
         for q in questions:
             t0 = time.perf_counter()
-            found = rewriter.search(q, k=args.k)
+            found = rewriter.search(q, k=args.k, entities=mode, **extra)
             parts["total"].append((time.perf_counter() - t0) * 1000)
             for key in ("embed", "extract", "backend"):
                 parts[key].append(found.explanation.timings_ms.get(key, 0.0))
-        rows[f"rewriter auto, {phase}"] = {k: pct(v) for k, v in parts.items()}
+        rows[f"rewriter auto, entities={mode}, {phase}"] = {k: pct(v) for k, v in parts.items()}
 
     table = Table(title=f"search latency on `{args.index}`, {len(questions)} questions (ms, p50 / p95)")
     for c in ("path", "embed", "extract", "backend", "total"):

@@ -35,9 +35,11 @@ from latentsearch.backends import SearchBackend
 from latentsearch.cache import content_hash
 from latentsearch.config import EntitySchema
 from latentsearch.mappings import schema_from_mapping
-from latentsearch.query.search import Fusion, Hit, build_body, collapse_hits, parse_hits
+from latentsearch.query.policy import LatentPolicy, load_policy
+from latentsearch.query.search import RRF_RANK_CONSTANT, Fusion, Hit, build_body, collapse_hits, parse_hits
 
 Strictness = Literal["auto", "strict", "loose", "none"] | int | str
+_UNSET = object()
 LATENT_PREFIX = "latent."
 _PERCENT = re.compile(r"^-?\d{1,3}%$")
 
@@ -60,13 +62,17 @@ class RewriteOptions(BaseModel):
     backfill: bool = Field(
         True, description="Filtered hits at or above the floor first, then the unfiltered ranking (False: filtered only)"
     )
-    promotion: Literal["tier", "boost"] = Field(
+    promotion: Literal["tier", "boost", "rrf"] = Field(
         "boost",
         description="How filtered documents move up: `boost` adds `boost` to their k-NN score and re-sorts the "
         "unfiltered list (hybrid: the same boost in fused-score units; a soft preference that survives noisy "
-        "entities, the best setting measured on SciFact); `tier` puts those at or above the floor first",
+        "entities); `tier` puts those at or above the floor first; `rrf` fuses the unfiltered lists (k-NN, and "
+        "BM25 in hybrid) with the filtered k-NN list by reciprocal rank, the filtered list weighted `latent_weight`",
     )
     boost: float = Field(0.01, ge=0, description="Score added to filtered documents with promotion=boost")
+    latent_weight: float = Field(0.5, ge=0, description="promotion=rrf: weight of the filtered list (others 1)")
+    rrf_depth: int = Field(100, ge=1, le=1000, description="promotion=rrf: documents per fused list")
+    types: list[str] | None = Field(None, description="Latent types to use (default: every type of the index)")
     fusion: Fusion | None = Field(None, description="hybrid: how BM25 and k-NN scores are fused "
                                   "(default: query.search.DEFAULT_FUSION)")
     weights: tuple[float, float] | None = Field(None, description="hybrid min_max: (BM25, k-NN) weights "
@@ -260,6 +266,7 @@ class QueryRewriter:
         self._cache: OrderedDict[tuple[str, str], list[str]] = OrderedDict()
         self._cache_size = cache_size
         self.store = store  # an ingest ContentCache: extractions survive the process (None: memory only)
+        self._policy: Any = _UNSET
 
     # -- entities ---------------------------------------------------------------------------
     def extract(self, text: str, types: Sequence[str] | None = None) -> dict[str, list[str]]:
@@ -339,9 +346,24 @@ class QueryRewriter:
         return mapped, unmapped
 
     # -- search -----------------------------------------------------------------------------
+    def policy(self) -> LatentPolicy | None:
+        """The latent policy fitted for this index (`latentsearch tune strictness`), read once; None without one."""
+        if self._policy is _UNSET:
+            self._policy = load_policy(self.backend, self.index)
+        return self._policy  # type: ignore[return-value]
+
+    def options(self, **options: Any) -> tuple[RewriteOptions, LatentPolicy | None]:
+        """RewriteOptions for one call, and the policy they came from. `strictness="auto"` (the default) on an
+        index with a fitted policy means that policy: its fields fill every option the caller did not set."""
+        policy = self.policy() if str(options.get("strictness", "auto")).lower() == "auto" else None
+        if policy is None:
+            return RewriteOptions(**options), None
+        given = {k: v for k, v in options.items() if k != "strictness"}
+        return RewriteOptions(**{**policy.options(), **given}), policy
+
     def search(self, text: str, **options: Any) -> RewrittenSearch:
         """Search with latent filters. Keyword options are RewriteOptions fields (k, mode, strictness, ...)."""
-        opts = RewriteOptions(**options)
+        opts, policy = self.options(**options)
         if not text.strip():
             raise ValueError("the query text is empty")
         started = time.perf_counter()
@@ -356,7 +378,11 @@ class QueryRewriter:
         unmapped: list[EntityMapping] = []
         if opts.strictness != "none" and self.extractor is not None and self.schema.latent_types:
             self.vocabulary.load(self.schema.type_names)
-            filled = [t for t in self.schema.type_names if self.vocabulary.values(t)]  # empty: no LLM call
+            if opts.types is not None and set(opts.types) - set(self.schema.type_names):
+                raise ValueError(f"unknown latent types {sorted(set(opts.types) - set(self.schema.type_names))}; "
+                                 f"this index has: {', '.join(self.schema.type_names)}")
+            wanted = opts.types if opts.types is not None else self.schema.type_names
+            filled = [t for t in wanted if self.vocabulary.values(t)]  # empty: no LLM call
             if opts.entities == "chosen":
                 mapped, unmapped = self.choose_entities(text, np.asarray(vector, dtype=np.float32), filled, opts)
             elif filled:
@@ -366,14 +392,18 @@ class QueryRewriter:
 
         strictness = opts.strictness
         levels = ladder(strictness, len(mapped))
-        depth = max(opts.k, opts.floor_rank)
+        depth = max(opts.k, opts.floor_rank, opts.rrf_depth if opts.promotion == "rrf" else 0)
         bodies = [
             build_body(text, mode="dense", k=depth, vector=vector, filter=latent_filter(mapped, m, opts.filter))
             for m in levels
         ]
+        lexical_rrf = opts.promotion == "rrf" and opts.mode == "hybrid" and len(levels) > 1
+        extra = [build_body(text, mode="bm25", k=depth, vector=None, filter=opts.filter)] if lexical_rrf else []
         t0 = time.perf_counter()
-        responses = self.backend.msearch(self.index, bodies)
+        responses = self.backend.msearch(self.index, bodies + extra)
         timings["backend"] = _ms(t0)
+        if lexical_rrf:  # promotion=rrf in hybrid: BM25's list, from the same round trip
+            lexical = collapse_hits(parse_hits(responses.pop()), depth)
         totals = [int(r["hits"]["total"]["value"]) for r in responses]
         ranked = [parse_hits(r) for r in responses]
         unfiltered = ranked[-1]
@@ -385,7 +415,13 @@ class QueryRewriter:
         promote = opts.backfill and chosen is not None
         # only filtered documents that compete with the unfiltered head move up; the rest keep their rank
         keep = {h.doc_id for h in ranked[pick] if floor is None or h.score >= floor}
-        if opts.mode == "hybrid":
+        if promote and opts.promotion == "rrf":
+            lists, weights = [unfiltered, ranked[pick]], [1.0, opts.latent_weight]
+            if lexical_rrf:  # the BM25 list joins: hybrid's own RRF with one more list
+                lists, weights = [lexical, *lists], [1.0, *weights]
+            body = bodies[pick]
+            hits = rrf_fuse(lists, weights, opts.k)
+        elif opts.mode == "hybrid":
             fuse = {"fusion": opts.fusion, "weights": opts.weights}
             body = build_body(text, mode="hybrid", k=opts.k, vector=vector, filter=final_filter, **fuse)
             batch = [body]
@@ -412,6 +448,11 @@ class QueryRewriter:
             body = bodies[pick]
             hits = dense_ranking(ranked[pick], unfiltered, chosen, floor, opts)
         timings["total"] = _ms(started)
+        if policy is not None:
+            fitted = policy.fitted
+            reason = (f"auto = this index's fitted policy ({policy.promotion}, strictness {policy.strictness}, "
+                      f"{policy.entities} entities; fitted on {fitted.get('queries', '?')} queries, held-out nDCG@10 "
+                      f"{fitted.get('held_out_ndcg@10', '?')}): {reason}")
         explanation = Explanation(
             entities=mapped, unmapped=unmapped, strictness=str(strictness), floor=floor, levels=reports,
             chosen_msm=chosen, reason=reason, timings_ms=timings, dsl=shorten_vectors(body),
@@ -487,6 +528,20 @@ def choose(
                 f"{msm} of {len(mapped)} entities ({rep.above_floor} documents)"
             )
     return None, f"no level kept {opts.min_hits} documents above the floor; unfiltered"
+
+
+def rrf_fuse(lists: Sequence[Sequence[Hit]], weights: Sequence[float], k: int,
+             rank_constant: int = RRF_RANK_CONSTANT) -> list[Hit]:
+    """Weighted reciprocal rank fusion of ranked hit lists (one hit per document each): a document scores
+    sum(weight / (rank_constant + rank)), rank from 1, as OpenSearch's RRF does with weights."""
+    fused: dict[str, float] = {}
+    first: dict[str, Hit] = {}
+    for hits, weight in zip(lists, weights):
+        for rank, h in enumerate(hits, 1):
+            fused[h.doc_id] = fused.get(h.doc_id, 0.0) + weight / (rank_constant + rank)
+            first.setdefault(h.doc_id, h)
+    order = sorted(fused, key=lambda d: -fused[d])[:k]
+    return [first[d].model_copy(update={"score": round(fused[d], 6)}) for d in order]
 
 
 def _boosted(hits: list[Hit], matched: set[str], bonus: float, k: int) -> list[Hit]:

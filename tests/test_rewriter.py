@@ -313,3 +313,40 @@ def test_chosen_entities_below_confidence_give_no_clause(corpus, rewriter):
                             min_hits=1)
     assert found.explanation.entities and found.explanation.chosen_msm == 1
     assert found.hits[0].latent.get("research_field")
+
+
+def test_rrf_fuse_is_weighted_reciprocal_rank():
+    from latentsearch.query.rewriter import rrf_fuse
+    from latentsearch.query.search import Hit
+
+    def hits(*ids):
+        return [Hit(id=f"{d}#0", doc_id=d, chunk=0, score=1.0, text="") for d in ids]
+
+    fused = rrf_fuse([hits("a", "b", "c"), hits("c", "d")], [1.0, 2.0], k=3, rank_constant=20)
+    assert [h.doc_id for h in fused] == ["c", "d", "a"]  # c: 1/23 + 2/21; d: 2/22; a: 1/21
+    assert fused[0].score == round(1 / 23 + 2 / 21, 6)
+    assert [h.doc_id for h in rrf_fuse([hits("a", "b"), hits("b")], [1.0, 0.0], k=5)] == ["a", "b"]
+
+
+def test_rrf_promotion_weights_the_filtered_list(corpus, rewriter):
+    """promotion=rrf: weight 0 leaves the unfiltered ranking as it is; a large weight puts the filtered
+    documents first; hybrid fuses BM25 too, from the same round trip."""
+    doc = corpus["docs"][5]
+    plain = rewriter.search(doc["title"], k=8, strictness="none")
+    common = {"k": 8, "strictness": "strict", "min_hits": 1, "promotion": "rrf"}
+    same = rewriter.search(doc["title"], latent_weight=0.0, **common)
+    assert same.explanation.chosen_msm is not None
+    assert [h.doc_id for h in same.hits] == [h.doc_id for h in plain.hits]
+    strong = rewriter.search(doc["title"], latent_weight=50.0, **common)
+    wanted = {v for m in strong.explanation.entities for v in m.values}
+    passing = [bool(set(h.latent.get("research_field", [])) & wanted) for h in strong.hits]
+    assert passing[0] and passing == sorted(passing, reverse=True)  # every filtered document before the rest
+    hybrid = rewriter.search(doc["title"], mode="hybrid", latent_weight=1.0, **common)
+    assert hybrid.hits and hybrid.hits[0].doc_id == doc["_id"]
+
+
+def test_types_option_restricts_and_rejects_unknown(corpus, rewriter):
+    with pytest.raises(ValueError, match="unknown latent types"):
+        rewriter.search("a question", types=["nope"])
+    found = rewriter.search(corpus["docs"][2]["title"], types=[], strictness="strict")
+    assert not found.explanation.entities

@@ -7,6 +7,7 @@ but the console script.
     kb.py      link, kb build                            train.py   train extractor | mention-head
     eval.py    eval extraction | clustering | retrieval | rag | layer-sweep | entity-retrieval | linking
     data.py    data lentex | beir-subset | typed-mentions | linking
+    tune.py    tune strictness
 
 Shared options live once in options.py; printing and error translation in output.py.
 """
@@ -18,7 +19,7 @@ import sys
 
 import typer
 
-from latentsearch.cli import ask, data, demo, deploy, index, kb, search, serve, train
+from latentsearch.cli import ask, data, demo, deploy, index, kb, search, serve, train, tune
 from latentsearch.cli import eval as eval_group
 
 app = typer.Typer(
@@ -54,6 +55,7 @@ for group in (index, search, ask, serve, deploy, demo, kb):
 app.add_typer(train.app, name="train")
 app.add_typer(eval_group.app, name="eval")
 app.add_typer(data.app, name="data")
+app.add_typer(tune.app, name="tune")
 
 
 def main() -> None:
