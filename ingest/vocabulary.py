@@ -503,7 +503,12 @@ def save_vocabulary(backend: SearchBackend, index: str, vocab: Vocabulary) -> Vo
 
 
 def delete_vocabulary(backend: SearchBackend, index: str) -> bool:
-    return backend.delete_index(vocab_index(index), missing_ok=True)
+    """Drop the sidecar (with its index: `latentsearch delete-index` calls this). Whether one existed."""
+    try:
+        side = vocab_index(index)
+    except ValueError:  # a name no sidecar can have
+        return False
+    return backend.delete_index(side, missing_ok=True)
 
 
 def update_index_vocabulary(backend: SearchBackend, index: str, embedder, *, rebuild: bool = False,
