@@ -334,3 +334,28 @@ def test_ingest_updates_the_vocabulary(home: Path, scifact_sample: Path, embedde
     assert {"tumour", "tumours", "brain", "T-cells"} <= set(held)  # what the first 12 sample abstracts give
     assert vocab.concept_of("anatomy", "tumours") == vocab.concept_of("anatomy", "tumour") != \
         vocab.concept_of("anatomy", "brain")
+
+
+@pytest.mark.opensearch_node
+def test_vocabulary_on_a_real_opensearch_node(opensearch_node, embedder) -> None:
+    """Update (terms aggregation, msearch counts), save and load on OpenSearch 2.19; a renamed concept's
+    filter finds its documents there too."""
+    from latentsearch.config import BackendConfig
+
+    backend = open_backend(BackendConfig(kind="opensearch", url=opensearch_node.url, timeout_s=30.0, max_retries=1))
+    index = "vocab-node"
+    backend.delete_index(index)
+    backend.delete_index(vocab_index(index))
+    try:
+        fill(backend, DOCS, index=index)
+        vocab = update_index_vocabulary(backend, index, embedder)
+        assert vocab.get("anatomy", "T cells").count == 3 and load_vocabulary(backend, index) == vocab
+        vocab.rename("anatomy", "T cells", "T lymphocyte")
+        save_vocabulary(backend, index, vocab)
+        stored = load_vocabulary(backend, index)
+        body = {"size": 20, "query": stored.filter_clause("anatomy", ["T lymphocyte"])}
+        assert {h["_id"] for h in backend.search(index, body)["hits"]["hits"]} == {"1", "2", "3"}
+        assert backend.count(vocab_index(index)) == 1 + sum(len(cs) for cs in stored.concepts.values())
+    finally:
+        backend.delete_index(index)
+        backend.delete_index(vocab_index(index))
