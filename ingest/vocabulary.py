@@ -294,14 +294,9 @@ def _update_type(etype: str, concepts: list[Concept], counts: dict[str, int], em
         vectors = np.asarray(embedder.encode(texts), dtype=np.float32)
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         owners: list[Concept] = [c for _, c in placed]
+        nearest, similarity = _nearest_earlier(vectors, start=len(placed))
         for i, key in enumerate(order):
-            p = len(placed) + i
-            owner = None
-            if p:
-                sims = vectors[:p] @ vectors[p]
-                best = int(np.argmax(sims))
-                if sims[best] >= threshold:
-                    owner = owners[best]
+            owner = owners[nearest[i]] if nearest[i] >= 0 and similarity[i] >= threshold else None
             if owner is None:
                 owner = Concept(type=etype, name=units[key][0], aliases=list(units[key]))
                 kept.append(owner)
@@ -315,6 +310,24 @@ def _update_type(etype: str, concepts: list[Concept], counts: dict[str, int], em
             c.name = c.aliases[0]
         c.count = sum(counts.get(f, 0) for f in c.aliases)
     return sorted(kept, key=lambda c: (-c.count, c.name))
+
+
+def _nearest_earlier(vectors: np.ndarray, start: int, block: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """For each row p >= start: the most similar row before it (-1 for row 0) and that cosine; in
+    blocks of matrix products (the greedy order makes "placed before" the same as "row before")."""
+    n = len(vectors)
+    nearest = np.full(n - start, -1, dtype=np.int64)
+    similarity = np.full(n - start, -np.inf, dtype=np.float32)
+    for a in range(start, n, block):
+        b = min(a + block, n)
+        sims = vectors[a:b] @ vectors[:b].T
+        sims[np.arange(b - a)[:, None] <= np.arange(b)[None, :] - a] = -np.inf  # only earlier rows
+        best = np.argmax(sims, axis=1)
+        got = sims[np.arange(b - a), best]
+        ok = np.isfinite(got)
+        nearest[a - start : b - start] = np.where(ok, best, -1)
+        similarity[a - start : b - start] = got
+    return nearest, similarity
 
 
 def _ordered(c: Concept, counts: Mapping[str, int]) -> list[str]:
