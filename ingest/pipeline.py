@@ -50,6 +50,7 @@ class IngestReport(BaseModel):
     dead_letter: str | None
     stale_chunks_deleted: int = 0  # chunks of re-ingested documents that now have fewer chunks
     resumed_from_item: int
+    vocabulary_concepts: int | None = None  # concepts in the updated value vocabulary (None: not updated)
 
 
 class IndexMismatchError(ValueError):
@@ -224,6 +225,12 @@ def ingest(
             if on_progress:
                 on_progress(done)
     backend.refresh(index)
+    concepts = None
+    if settings.ingest.vocabulary and settings.ingest.latent and mapping_schema and mapping_schema.latent_types:
+        from latentsearch.ingest.vocabulary import update_index_vocabulary
+
+        vocab = update_index_vocabulary(backend, index, embedder)
+        concepts = sum(len(cs) for cs in vocab.concepts.values())
     dead.close()
     if cache is not None:
         cache.close()
@@ -248,6 +255,7 @@ def ingest(
         dead_letter=str(dead.path) if dead.count else None,
         stale_chunks_deleted=counters["stale_deleted"],
         resumed_from_item=resumed_from,
+        vocabulary_concepts=concepts,
     )
 
 

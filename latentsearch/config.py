@@ -198,6 +198,10 @@ class IngestConfig(_Strict):
         description="What the extractor reads: each chunk's text, or the document title (one extraction per "
         "document, ~5x cheaper on CPU; chunks without a title fall back to their text)",
     )
+    vocabulary: bool = Field(
+        True, description="After ingest, update the index's value vocabulary (latent values grouped into concepts, "
+        "`latentsearch vocab`); only when latent entities were extracted"
+    )
     write_batch_size: int = Field(256, ge=1)
     max_retries: int = Field(5, ge=0)
     backoff_initial_s: float = Field(0.5, gt=0)

@@ -68,6 +68,7 @@ INVOCATIONS: dict[str, tuple[list[str], bool]] = {
     "eval retrieval": (["--queries", "{queries}", "--qrels", "{qrels}", "--index", INDEX, "--variants", "dense,bm25"],
                        False),
     "opensearch-setup": (["--dry-run", "--url", "http://127.0.0.1:9"], False),
+    "vocab show": (["--index", "json-vocab"], False),
     "ask": (["What changes in newborn white matter?", "--index", INDEX, "--k", "2", "--max-tokens", "16"], True),
     "entities": (["disease", "--index", INDEX, "--k", "2"], True),
     "eval entity-retrieval": (["--conll", str(DATA / "wnut17" / "emerging.dev.head200.conll"), "--limit", "5"], True),
@@ -112,6 +113,25 @@ def _run(command: str, workspace: dict[str, str]) -> subprocess.CompletedProcess
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900, cwd=workspace["tmp"])
 
 
+def _vocabulary(workspace: dict[str, str]) -> None:
+    """An index with latent values written directly (no LLM) and its vocabulary, for `vocab show`."""
+    from latentsearch.backends import BulkAction
+    from latentsearch.backends.embedded import EmbeddedBackend
+    from latentsearch.config import EntitySchema
+    from latentsearch.ingest.vocabulary import update_index_vocabulary
+    from latentsearch.mappings import opensearch_index_body
+    from latentsearch.models.factory import get_embedder
+
+    backend = EmbeddedBackend(workspace["db"])
+    if backend.index_exists("json-vocab"):
+        return
+    backend.create_index("json-vocab", opensearch_index_body(EntitySchema(latent_types=["anatomy"]), dimension=4))
+    docs = [["T-cells"], ["t cell", "brain"], ["liver"]]
+    backend.bulk("json-vocab", [BulkAction(id=str(i), source={"doc_id": str(i), "text": "x", "latent": {"anatomy": v}})
+                                for i, v in enumerate(docs)], refresh=True)
+    update_index_vocabulary(backend, "json-vocab", get_embedder())
+
+
 def _ingested(workspace: dict[str, str]) -> None:
     if not (Path(workspace["db"]) / f"{INDEX}.lance").exists():
         done = _run("ingest", workspace)
@@ -121,7 +141,9 @@ def _ingested(workspace: dict[str, str]) -> None:
 @pytest.mark.parametrize("command", [pytest.param(c, marks=[pytest.mark.slow] if slow else [])
                                      for c, (_, slow) in INVOCATIONS.items()])
 def test_json_stdout_is_one_json_document(command: str, workspace: dict[str, str]) -> None:
-    if command != "ingest":
+    if command.startswith("vocab"):
+        _vocabulary(workspace)
+    elif command != "ingest":
         _ingested(workspace)
     done = _run(command, workspace)
     ok = (0, 1) if command == "doctor" else (0,)  # doctor exits 1 when it reports a problem, still as JSON

@@ -7,6 +7,7 @@ but the console script.
     kb.py      link, kb build                            train.py   train extractor | mention-head
     eval.py    eval extraction | clustering | retrieval | rag | layer-sweep | entity-retrieval | linking
     data.py    data lentex | beir-subset | typed-mentions | linking
+    vocab.py   vocab show | update | rebuild | merge | rename | drop | restore | export | import
     tune.py    tune strictness
 
 Shared options live once in options.py; printing and error translation in output.py.
@@ -19,7 +20,7 @@ import sys
 
 import typer
 
-from latentsearch.cli import ask, data, demo, deploy, index, kb, search, serve, train, tune
+from latentsearch.cli import ask, data, demo, deploy, index, kb, search, serve, train, tune, vocab
 from latentsearch.cli import eval as eval_group
 
 app = typer.Typer(
@@ -50,7 +51,7 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v",
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
-for group in (index, search, ask, serve, deploy, demo, kb):
+for group in (index, search, ask, serve, deploy, demo, kb, vocab):
     group.register(app)
 app.add_typer(train.app, name="train")
 app.add_typer(eval_group.app, name="eval")

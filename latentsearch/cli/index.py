@@ -37,6 +37,7 @@ def ingest(
     text_type: Annotated[str | None, typer.Option(help="What the texts are, e.g. 'biomedical abstract' (entity schema)")] = None,
     latent_types: Annotated[str | None, typer.Option(help="Comma-separated latent entity types, e.g. disease,chemical")] = None,
     latent: Annotated[bool, typer.Option(help="Extract latent entities (when the schema lists types)")] = True,
+    vocab: Annotated[bool, typer.Option(help="Update the value vocabulary afterwards (`latentsearch vocab`)")] = True,
     limit: Annotated[int | None, typer.Option(help="Ingest at most N records")] = None,
     resume: Annotated[bool, typer.Option(help="Skip records a previous run already settled (checkpoint)")] = True,
     dead_letter: Annotated[Path | None, typer.Option(help="Where rejected records go (JSONL)")] = None,
@@ -62,6 +63,8 @@ def ingest(
             settings.entities = EntitySchema.model_validate(entities)
         if not latent:
             settings.ingest.latent = False
+        if not vocab:
+            settings.ingest.vocabulary = False
         fm: dict[str, Any] = {}
         if id_field:
             fm["id_field"] = id_field
@@ -147,9 +150,10 @@ def delete_index(
     config: ConfigOpt = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation")] = False,
 ) -> None:
-    """Delete an index and everything in it (also forgets its ingest checkpoints)."""
+    """Delete an index and everything in it (also its value vocabulary and ingest checkpoints)."""
     from latentsearch.backends import open_backend
     from latentsearch.ingest.bulk import Checkpoint
+    from latentsearch.ingest.vocabulary import VOCAB_SUFFIX, delete_vocabulary
 
     def body() -> None:
         settings = settings_from_flags(config, name, backend, url)
@@ -159,6 +163,8 @@ def delete_index(
         if not yes and not typer.confirm(f"Delete index `{name}` ({engine.count(name)} chunks)?"):
             raise typer.Exit(1)
         engine.delete_index(name)
+        if not name.endswith(VOCAB_SUFFIX):  # its value vocabulary goes with it
+            delete_vocabulary(engine, name)
         Checkpoint.forget_index(settings.home, name)
         stdout.print(f"deleted index `{name}`")
 
