@@ -53,6 +53,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--reuse", action="store_true", help="evaluate the saved snapshot in --out")
     ap.add_argument("--adapter", default="default")
+    ap.add_argument("--no-vocabulary", action="store_true", help="raw (normalised) values even where the index has a "
+                    "stored value vocabulary: the vocabulary-off arm of the ablation")
     args = ap.parse_args()
 
     from rich.console import Console
@@ -78,7 +80,8 @@ def main() -> None:
         queries = load_queries(args.queries, limit=args.limit, with_qrels=set(qrels))
         study = collect(backend, args.index, get_embedder(), get_extractor(adapter=args.adapter), queries, qrels,
                         args.out, types=schema.type_names,
-                        query_text_type=schema.query_text_type or schema.text_type)
+                        query_text_type=schema.query_text_type or schema.text_type,
+                        vocabulary=not args.no_vocabulary)
     ev = Evaluator(study)
     console = Console(stderr=True, width=220)
     rows: list[dict] = []

@@ -34,6 +34,7 @@ from latentsearch import dsl
 from latentsearch.backends import SearchBackend
 from latentsearch.cache import content_hash
 from latentsearch.config import EntitySchema
+from latentsearch.ingest.vocabulary import load_vocabulary, normalise
 from latentsearch.mappings import schema_from_mapping
 from latentsearch.query.policy import LatentPolicy, load_policy
 from latentsearch.query.search import RRF_RANK_CONSTANT, Fusion, Hit, build_body, collapse_hits, parse_hits
@@ -152,12 +153,6 @@ class RewrittenSearch(BaseModel):
     took_ms: float
 
 
-def normalise(value: str) -> str:
-    """Lowercase, collapse punctuation/space, drop a plural `s`: 'T-cells' and 't cell' meet."""
-    v = re.sub(r"[^\w]+", " ", value.lower()).strip()
-    return re.sub(r"(?<=\w\w\w)s\b", "", v)
-
-
 def latent_filter(
     mappings: Sequence[EntityMapping], msm: int | None, user_filter: dict[str, Any] | None = None
 ) -> dict[str, Any] | None:
@@ -183,26 +178,53 @@ def ladder(strictness: str | int, n: int) -> list[int | None]:
 
 
 class Vocabulary:
-    """The distinct values of each `latent.<type>` field, with their embeddings (read once)."""
+    """What a question's entities can map to, per latent type, with embeddings (read once): the concepts of the
+    index's stored value vocabulary (`latentsearch vocab`; dropped ones left out) where it has one, else the
+    distinct raw values of `latent.<type>`. `forms` gives the stored strings a clause on a value must match."""
 
     def __init__(self, backend: SearchBackend, index: str, embedder, max_values: int = 20_000):
         self.backend, self.index, self.embedder, self.max_values = backend, index, embedder, max_values
         self._values: dict[str, list[str]] = {}
         self._norm: dict[str, dict[str, list[str]]] = {}
+        self._forms: dict[str, dict[str, list[str]]] = {}
         self._vectors: dict[str, np.ndarray] = {}
+        self._stored: Any = _UNSET
+
+    def stored(self):
+        """The index's stored concept vocabulary, or None."""
+        if self._stored is _UNSET:
+            self._stored = load_vocabulary(self.backend, self.index)
+        return self._stored
 
     def load(self, types: Sequence[str]) -> None:
         missing = [t for t in types if t not in self._values]
         if not missing:
             return
-        aggs = {t: {"terms": {"field": LATENT_PREFIX + t, "size": self.max_values}} for t in missing}
-        response = self.backend.search(self.index, {"size": 0, "query": {"match_all": {}}, "aggs": aggs})
+        stored = self.stored()
+        concepts = [t for t in missing if stored is not None and t in stored.types]
+        raw = [t for t in missing if t not in concepts]
+        found: dict[str, dict[str, list[str]]] = {}  # type -> value -> its forms
+        for t in concepts:
+            found[t] = {name: stored.terms_for(t, name) for name in stored.names(t)}
+        if raw:
+            aggs = {t: {"terms": {"field": LATENT_PREFIX + t, "size": self.max_values}} for t in raw}
+            response = self.backend.search(self.index, {"size": 0, "query": {"match_all": {}}, "aggs": aggs})
+            for t in raw:
+                values = [str(b["key"]) for b in response.get("aggregations", {}).get(t, {}).get("buckets", [])]
+                by_key: dict[str, list[str]] = {}
+                for v in values:
+                    by_key.setdefault(normalise(v), []).append(v)
+                found[t] = {v: by_key[normalise(v)] for v in values}
         for t in missing:
-            values = [str(b["key"]) for b in response.get("aggregations", {}).get(t, {}).get("buckets", [])]
+            values = list(found[t])
             self._values[t] = values
+            self._forms[t] = found[t]
             norm: dict[str, list[str]] = {}
-            for v in values:
-                norm.setdefault(normalise(v), []).append(v)
+            for v, forms in found[t].items():
+                for f in dict.fromkeys([v, *forms]):
+                    norm.setdefault(normalise(f), [])
+                    if v not in norm[normalise(f)]:
+                        norm[normalise(f)].append(v)
             self._norm[t] = norm
             self._vectors[t] = (
                 np.asarray(self.embedder.encode(values), dtype=np.float32) if values else np.zeros((0, 1), np.float32)
@@ -224,8 +246,8 @@ class Vocabulary:
         return list(out.values())
 
     def forms(self, etype: str, value: str) -> list[str]:
-        """Every stored value that normalises like `value` (what a clause on it must match)."""
-        return self._norm.get(etype, {}).get(normalise(value), [value])
+        """The stored strings a clause on `value` (a concept name or raw value of `values`) must match."""
+        return self._forms.get(etype, {}).get(value, [value])
 
     def map(self, etype: str, entity: str, top_n: int, min_sim: float, entity_vector: np.ndarray | None) -> dict[str, str]:
         """value -> how it matched. Exact and normalised matches first, then nearest neighbours."""
@@ -308,7 +330,8 @@ class QueryRewriter:
         for i, (etype, entity) in enumerate(flat):
             vec = None if vectors is None else np.asarray(vectors[i], dtype=np.float32)
             how = self.vocabulary.map(etype, entity, opts.map_top_n, opts.map_min_similarity, vec)
-            m = EntityMapping(type=etype, extracted=entity, values=list(how), how=how)
+            forms = list(dict.fromkeys(f for v in how for f in self.vocabulary.forms(etype, v)))
+            m = EntityMapping(type=etype, extracted=entity, values=forms, how=how)
             (mapped if how else unmapped).append(m)
         return mapped, unmapped
 

@@ -33,8 +33,8 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from latentsearch.backends import SearchBackend
+from latentsearch.ingest.vocabulary import load_vocabulary, normalise
 from latentsearch.progress import track
-from latentsearch.query.rewriter import normalise
 from latentsearch.query.search import RRF_RANK_CONSTANT, lexical_query
 
 SOURCES = ("free", "chosen", "chosen+docs", "prf")
@@ -76,11 +76,21 @@ def scan(backend: SearchBackend, index: str, fields: Sequence[str], page: int = 
 def collect(
     backend: SearchBackend, index: str, embedder, extractor, queries: dict[str, str],
     qrels: dict[str, dict[str, int]], out: Path, *, types: Sequence[str], query_text_type: str,
-    bm25_depth: int = 1000, candidates_top_docs: int = 20, candidates_nearest: int = 10,
-    progress: bool = True,
+    bm25_depth: int = 1000, candidates_top_docs: int = 20, candidates_nearest: int = 12,
+    vocabulary: bool = True, progress: bool = True,
 ) -> Study:
-    """Read the index once, run every query's searches and question extraction, save to `out`."""
+    """Read the index once, run every query's searches and question extraction, save to `out`. With
+    `vocabulary` and a stored value vocabulary, values are its concepts (raw values map to their concept;
+    dropped concepts are left out); otherwise normalised raw values."""
     out.mkdir(parents=True, exist_ok=True)
+    vocab = load_vocabulary(backend, index) if vocabulary else None
+
+    def canon(t: str, raw: str) -> str | None:
+        if vocab is not None and t in vocab.types:
+            c = vocab.concept_of(t, raw)
+            return c.name if c is not None else None
+        return normalise(raw) or None
+
     doc_index: dict[str, int] = {}
     vectors: list[np.ndarray] = []
     owner: list[int] = []
@@ -91,7 +101,7 @@ def collect(
         for t in types:
             if len(values[t]) <= d:
                 values[t].append(set())
-            values[t][d].update(normalise(v) for v in (src.get("latent") or {}).get(t, []) if normalise(v))
+            values[t][d].update(c for c in (canon(t, v) for v in (src.get("latent") or {}).get(t, [])) if c)
         vectors.append(np.asarray(src["vector"], dtype=np.float32))
         owner.append(d)
     doc_ids = list(doc_index)
@@ -136,9 +146,9 @@ def collect(
                 free_q[t] = chosen_q[t] = docs_q[t] = prf_q[t] = []
                 continue
             # free: the extractor's own words, mapped to index values (exact/normalised, else nearest >= 0.75)
-            raw = [normalise(v) for v in extractor.extract([text], query_text_type, t.replace("_", " "))[0]]
+            said = extractor.extract([text], query_text_type, t.replace("_", " "))[0]
             mapped: list[tuple[str, float]] = []
-            for v in raw:
+            for v in (canon(t, v) or normalise(v) for v in said):
                 if v in space[t]:
                     mapped.append((v, 1.0))
                 elif v:
