@@ -339,32 +339,33 @@ class LatentEntityExtractor:
     def score_options(
         self, text: str, text_type: str, latent_entity_type: str, options: Sequence[str], instruction: int = 0,
     ) -> list[float]:
-        """Mean token log-likelihood of each option (and its end token) as the answer for `text`: the text
-        runs once and its KV cache serves every option row. The prompt lists the options (as trained)."""
+        """Mean token log-likelihood of each option (and its end token) as the answer for `text`. The whole
+        prompt (which lists the options, as trained) runs once; its KV cache and last logits serve every
+        option row, so a row costs only its own few tokens."""
         import torch
 
         if not options:
             return []
         tok = self.lm.tokenizer
-        prefix, suffix = self.prompt_parts(text, text_type, latent_entity_type, instruction, options)
-        p_ids = torch.tensor([self._ids(prefix)], device=self.device)
-        n_suffix = len(self._ids(suffix))
+        p_ids = torch.tensor([self._ids(self.prompt(text, text_type, latent_entity_type, instruction, options))],
+                             device=self.device)
         tok.padding_side = "right"
-        enc = tok([suffix + opt + (tok.eos_token or "") for opt in options], return_tensors="pt", padding=True,
+        enc = tok([opt + (tok.eos_token or "") for opt in options], return_tensors="pt", padding=True,
                   add_special_tokens=False).to(self.device)
-        p_len = p_ids.shape[1]
+        n, p_len = len(options), p_ids.shape[1]
         with torch.inference_mode():
-            cache = self.lm.model(input_ids=p_ids, use_cache=True).past_key_values
-            cache.batch_repeat_interleave(len(options))
-            mask = torch.cat([torch.ones((len(options), p_len), dtype=enc["attention_mask"].dtype,
-                                         device=self.device), enc["attention_mask"]], 1)
-            pos = (p_len + torch.arange(enc["input_ids"].shape[1], device=self.device)).expand(len(options), -1)
-            logits = self.lm.model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=pos,
-                                   past_key_values=cache).logits[:, :-1].float()
-        targets = enc["input_ids"][:, 1:]
-        logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-        keep = enc["attention_mask"][:, 1:].clone()
-        keep[:, : max(n_suffix - 1, 0)] = 0  # score the option (and its end token) only
+            head = self.lm.model(input_ids=p_ids, use_cache=True)
+            cache = head.past_key_values
+            cache.batch_repeat_interleave(n)
+            mask = torch.cat([torch.ones((n, p_len), dtype=enc["attention_mask"].dtype, device=self.device),
+                              enc["attention_mask"]], 1)
+            pos = (p_len + torch.arange(enc["input_ids"].shape[1], device=self.device)).expand(n, -1)
+            rows = self.lm.model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=pos,
+                                 past_key_values=cache).logits
+            # token j of a row is predicted by the prompt's last position (j = 0) or the row's position j - 1
+            logits = torch.cat([head.logits[:, -1:].expand(n, -1, -1), rows[:, :-1]], 1).float()
+        logp = torch.log_softmax(logits, dim=-1).gather(-1, enc["input_ids"].unsqueeze(-1)).squeeze(-1)
+        keep = enc["attention_mask"]
         return ((logp * keep).sum(1) / keep.sum(1).clamp(min=1)).tolist()
 
 

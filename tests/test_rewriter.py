@@ -350,3 +350,37 @@ def test_types_option_restricts_and_rejects_unknown(corpus, rewriter):
         rewriter.search("a question", types=["nope"])
     found = rewriter.search(corpus["docs"][2]["title"], types=[], strictness="strict")
     assert not found.explanation.entities
+
+
+def test_tune_strictness_stores_a_policy_that_auto_uses(corpus, rewriter, tmp_path: Path, monkeypatch):
+    """`tune strictness` on judged queries (each document's title finds that document) fits, stores the policy
+    with the index, and `auto` then runs it (the explanation says so); an explicit strictness still wins."""
+    from typer.testing import CliRunner
+
+    from latentsearch.cli import app
+    from latentsearch.query.policy import delete_policy, load_policy
+
+    docs = corpus["docs"][:10]
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps({"_id": d["_id"], "text": d["title"]}) + "\n" for d in docs))
+    (tmp_path / "qrels.tsv").write_text("".join(f"{d['_id']}\t{d['_id']}\t1\n" for d in docs))
+    monkeypatch.setenv("LATENTSEARCH_HOME", str(corpus["root"] / "home"))
+    args = ["tune", "strictness", "--index", INDEX, "--queries", str(tmp_path / "q.jsonl"), "--qrels",
+            str(tmp_path / "qrels.tsv"), "--folds", "2", "--work", str(tmp_path / "study"), "--json"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["queries"] == 10 and len(report["fold_choices"]) == 2
+    stored = load_policy(corpus["backend"], INDEX)
+    assert stored is not None and stored.model_dump() == report["chosen"]
+    again = CliRunner().invoke(app, args)  # the saved study is reused: the same fit
+    assert again.exit_code == 0 and json.loads(again.stdout) == report
+    try:
+        rw = QueryRewriter(corpus["backend"], INDEX, rewriter.embedder, rewriter.extractor)
+        opts, policy = rw.options(strictness="auto", k=5)
+        assert policy is not None and opts.promotion == stored.promotion
+        assert "fitted policy" in rw.search(docs[0]["title"], k=5).explanation.reason
+        opts, policy = rw.options(strictness="strict", k=5)
+        assert policy is None and opts.strictness == "strict" and opts.promotion == "boost"
+    finally:
+        assert delete_policy(corpus["backend"], INDEX)
+    assert load_policy(corpus["backend"], INDEX) is None

@@ -25,7 +25,8 @@ def strictness(
     seed: Annotated[int, typer.Option(help="Fold assignment seed (the fit is deterministic for a seed)")] = 13,
     limit: Annotated[int | None, typer.Option(help="Use the first N judged queries")] = None,
     save: Annotated[bool, typer.Option("--save/--dry-run", help="Store the fitted policy with the index")] = True,
-    work: Annotated[Path | None, typer.Option(help="Keep the collected study here (default: a temporary folder)")]
+    work: Annotated[Path | None, typer.Option(help="Keep the collected study here and reuse it on the next run "
+                                              "(default: a temporary folder)")]
         = None,
     as_json: JsonOpt = False,
 ) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from latentsearch.lab.latent_study import Evaluator, Policy, Study, collect, cross_validate
+from latentsearch.lab.latent_study import Evaluator, Policy, Study, collect, cross_validate, load_study
 from latentsearch.query.policy import LatentPolicy
 
 WEIGHTS = (0.25, 0.5, 1.0, 2.0)
@@ -77,7 +77,14 @@ def fit(study: Study, *, folds: int = 5, seed: int = 13, base: str = "hybrid") -
 def tune(backend, index: str, embedder, extractor, queries: dict[str, str], qrels: dict[str, dict[str, int]],
          work: Path, *, folds: int = 5, seed: int = 13, base: str = "hybrid", progress: bool = True,
          schema: Any = None) -> TuneReport:
-    """Collect the study for `index` (into `work`) and fit."""
-    study = collect(backend, index, embedder, extractor, queries, qrels, work, types=schema.type_names,
-                    query_text_type=schema.query_text_type or schema.text_type, progress=progress)
+    """Collect the study for `index` into `work` (or reuse the one there, when it was collected for this index
+    and these queries: collecting is the slow part) and fit."""
+    study = None
+    if (work / "study.json").is_file():
+        saved = load_study(work)
+        if saved.index == index and saved.qids == list(queries) and saved.types == schema.type_names:
+            study = saved
+    if study is None:
+        study = collect(backend, index, embedder, extractor, queries, qrels, work, types=schema.type_names,
+                        query_text_type=schema.query_text_type or schema.text_type, progress=progress)
     return fit(study, folds=folds, seed=seed, base=base)
