@@ -27,7 +27,7 @@ def serve(
     config: Annotated[Path | None, typer.Option("--config", "-c", exists=True, dir_okay=False, help="TOML/YAML config file")] = None,
     max_batch: Annotated[int, typer.Option(min=1, help="Most texts merged into one embedder call; 1 turns micro-batching off")] = 32,
     max_batch_llm: Annotated[int, typer.Option(min=1, help="Most prompts merged into one LLM call (chat, extract)")] = 8,
-    batch_wait_ms: Annotated[float, typer.Option(min=0, help="How long a started batch waits for more requests")] = 5.0,
+    batch_wait_ms: Annotated[float, typer.Option(min=0, help="How long a started batch waits for more requests (only while other clients are arriving)")] = 5.0,
     max_body_bytes: Annotated[int, typer.Option(min=1024, help="Larger request bodies are refused with 413")] = 2 * 1024 * 1024,
     max_inputs: Annotated[int, typer.Option(min=1, help="Most texts per request; more are refused with 413")] = 256,
     max_tokens_limit: Annotated[int, typer.Option(min=1, help="Largest max_tokens a chat, /rag request may ask for")] = 512,
