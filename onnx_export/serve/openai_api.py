@@ -158,7 +158,11 @@ async def _stream(services: Services, body: ChatCompletionRequest, model: str, m
         max_tokens=budget, temperature=body.temperature, top_p=body.top_p, stops=body.stops()))
     # the worker's emits are queued on the loop before its result, so _END always comes after the last piece
     task.add_done_callback(lambda _: pieces.put_nowait(_END))
-    first = await pieces.get()
+    try:
+        first = await pieces.get()
+    except asyncio.CancelledError:  # the client left before the first token
+        gone.set()
+        raise
     if first is _END:
         task.result()  # raises the generation's error as a normal error response
 
