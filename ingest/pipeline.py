@@ -22,12 +22,12 @@ from latentsearch.config import Settings
 from latentsearch.ingest.bulk import BulkWriter, Checkpoint, DeadLetter
 from latentsearch.ingest.chunking import TokenChunker, default_chunk_tokens
 from latentsearch.ingest.processors import EmbeddingProcessor, Processor
+from latentsearch.ingest.progress import IngestBar
 from latentsearch.ingest.readers import FieldMap, count_records, read_records
 from latentsearch.ingest.records import Chunk, Rejected, SourceRecord, record_problem
 from latentsearch.mappings import index_body, schema_from_mapping
 from latentsearch.models.embedder import Embedder
 from latentsearch.models.factory import get_embedder
-from latentsearch.progress import progress_bar
 
 
 class IngestReport(BaseModel):
@@ -201,14 +201,13 @@ def ingest(
     )
     counters = {"read": 0, "skipped": 0, "chunks": 0, "stale_deleted": 0}
     total = _safe_count(path, fmt) if progress else None
-    bar = progress_bar(progress)
-    with bar as live:
-        task = live.add_task(f"ingest → {index}", total=total) if live else None
+    with IngestBar(progress, index, total, processors, lambda: dead.count) as bar:
         items = read_records(path, format=fmt, fields=fields or FieldMap(), limit=limit)
         target = max(settings.ingest.embed_batch_size * 4, 64)
         limits = {"max_depth": settings.backend.max_depth, "max_fields": settings.backend.max_fields,
                   "max_field_chars": settings.backend.max_field_chars}
         for batch in _batches(items, chunker, dead, checkpoint.line, target, counters, limits):
+            bar.start_batch(checkpoint.line, batch.last_seq, len(batch.chunks))
             for proc in processors:
                 proc(batch.chunks, cache)
             writer.write(batch.chunks)
@@ -219,9 +218,7 @@ def ingest(
             checkpoint.written += len(batch.chunks)
             checkpoint.save()
             done = batch.last_seq
-            if live is not None:
-                live.update(task, completed=done,
-                            description=f"ingest → {index} ({counters['chunks']} chunks, {dead.count} rejected)")
+            bar.end_batch(counters["chunks"])
             if on_progress:
                 on_progress(done)
     backend.refresh(index)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,9 +30,16 @@ class Processor(ABC):
 
     name: str = "processor"
     version: str = "1"
+    #: True when `compute` calls `progress` as it goes (slow processors): the ingest bar follows it per chunk
+    reports_chunks: bool = False
 
     def __init__(self) -> None:
         self.stats = ProcessorStats()
+        self.progress: Callable[[int], None] | None = None  # set by the ingest bar: chunks newly enriched
+
+    def _report(self, n: int) -> None:
+        if n and self.progress is not None:
+            self.progress(n)
 
     def fingerprint(self) -> str:
         """Identifies the outputs: change it when the model or its settings change."""
@@ -56,6 +64,8 @@ class Processor(ABC):
         keys = [content_hash(fp, t) for t in texts]
         found = cache.get_many(fp, keys) if cache is not None else {}
         todo = sorted({k: i for i, k in enumerate(keys) if k not in found}.values())
+        if self.reports_chunks:
+            self._report(len(chunks) - len(todo))  # cached: enriched at once
         if todo:
             outputs = self.compute([texts[i] for i in todo])
             if len(outputs) != len(todo):
@@ -101,6 +111,7 @@ class LatentEntityProcessor(Processor):
 
     name = "latent"
     version = "1"
+    reports_chunks = True  # the slow step (an LLM call per few chunks): reported per extraction sub-batch
 
     def __init__(self, extractor, schema, input: str = "chunk"):
         super().__init__()
@@ -119,6 +130,26 @@ class LatentEntityProcessor(Processor):
         return super().input_text(chunk)
 
     def compute(self, texts: list[str]) -> list[Any]:
+        """The texts in sub-batches of one model call each (the extractor's own grouping, so its outputs are
+        unchanged), reporting each to `progress`."""
+        step = self._sub_batch()
+        out: list[Any] = []
+        for i in range(0, len(texts), step):
+            part = texts[i: i + step]
+            out.extend(self._compute(part))
+            self._report(len(part))
+        return out
+
+    def _sub_batch(self) -> int:
+        """Rows of one extractor call: `batch_size` texts, or with shared-prefix extraction (text-first adapter)
+        `batch_size // free-text types` texts, each asked every type at once."""
+        size = max(1, int(getattr(self.extractor, "batch_size", 16) or 16))
+        free = sum(1 for t in self.schema.latent_types if not t.options)
+        if hasattr(self.extractor, "extract_types") and getattr(self.extractor, "prompt_format", "") == "text-first":
+            return max(1, size // max(1, free))
+        return size
+
+    def _compute(self, texts: list[str]) -> list[Any]:
         out: list[dict[str, list[str]]] = [{} for _ in texts]
         types = self.schema.latent_types
         if hasattr(self.extractor, "extract_types"):  # all types of a text at once (shared-prefix KV cache)

@@ -32,7 +32,7 @@ from latentsearch.mappings import schema_from_mapping
 from latentsearch.models.embedder import Embedder
 from latentsearch.models.factory import get_embedder
 from latentsearch.query.retrieval import Retrieval, Retriever, Strictness, mapped_fields, user_filter
-from latentsearch.query.search import Hit
+from latentsearch.query.search import Fusion, Hit
 
 # ---------------------------------------------------------------- embeddings, both directions
 
@@ -144,6 +144,8 @@ class LatentSearchRetriever(BaseRetriever):
     min_hits: int | None = None
     filter: dict[str, Any] | None = Field(None, description="OpenSearch DSL clause or {metadata field: value(s)}")
     use_rewriter: bool = Field(True, description="False forces plain dense/hybrid search (the rewriter's baseline)")
+    fusion: Fusion | None = Field(None, description="hybrid: rrf or min_max (default: the fitted one)")
+    weights: tuple[float, float] | None = Field(None, description="hybrid min_max: (BM25, k-NN) weights")
 
     _engine: Any = PrivateAttr(None)
 
@@ -174,12 +176,12 @@ class LatentSearchRetriever(BaseRetriever):
         return self._engine
 
     def _options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(kwargs) - {"k", "search_type", "strictness", "min_hits", "filter"}
+        unknown = set(kwargs) - {"k", "search_type", "strictness", "min_hits", "filter", "fusion", "weights"}
         if unknown:
             raise TypeError(f"unknown retriever option(s) {sorted(unknown)}; use k, search_type, strictness, "
-                            "min_hits or filter")
+                            "min_hits, filter, fusion or weights")
         opts = {"k": self.k, "search_type": self.search_type, "strictness": self.strictness,
-                "min_hits": self.min_hits, "filter": self.filter}
+                "min_hits": self.min_hits, "filter": self.filter, "fusion": self.fusion, "weights": self.weights}
         opts.update(kwargs)
         return opts
 
@@ -222,7 +224,8 @@ class LatentSearchRetriever(BaseRetriever):
 def _search_options(opts: dict[str, Any]) -> dict[str, Any]:
     """The retriever's options in `Retriever.search` names."""
     return {"k": opts["k"], "mode": opts["search_type"], "strictness": opts["strictness"],
-            "min_hits": opts["min_hits"], "filter": opts["filter"]}
+            "min_hits": opts["min_hits"], "filter": opts["filter"], "fusion": opts["fusion"],
+            "weights": opts["weights"]}
 
 
 # ---------------------------------------------------------------- vector store

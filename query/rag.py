@@ -267,9 +267,12 @@ def ask(
     search_type: str = "dense",
     filter: dict[str, Any] | None = None,
     rewrite: bool = True,
+    fusion: str | None = None,
+    weights: tuple[float, float] | list[float] | None = None,
 ) -> Answer:
     """Retrieve (the `Retriever`'s search-or-rewriter decision), then answer with citations.
-    `latentsearch ask` calls this; `retriever` defaults to `Retriever.from_settings(settings)`."""
+    `latentsearch ask` calls this; `retriever` defaults to `Retriever.from_settings(settings)`.
+    `fusion`/`weights`: how hybrid fuses BM25 and k-NN, as in `Retriever.search`."""
     from latentsearch.query.retrieval import Retriever
 
     if not question.strip():
@@ -277,7 +280,7 @@ def ask(
     started = time.perf_counter()
     retriever = retriever or Retriever.from_settings(settings)
     result = retriever.search(question, k=k or settings.rag.k, mode=search_type, strictness=strictness,  # type: ignore[arg-type]
-                              filter=filter, rewrite=rewrite)
+                              filter=filter, rewrite=rewrite, fusion=fusion, weights=weights)  # type: ignore[arg-type]
     return answer_from_passages(question, passages_from_hits(result.hits), llm or llm_from_settings(settings),
                                 config=settings.rag, embedder=retriever.embedder, explanation=result.explanation,
                                 rewriter=result.rewritten, started=started)

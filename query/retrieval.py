@@ -29,7 +29,16 @@ from latentsearch.config import EntitySchema, Settings
 from latentsearch.mappings import LEXICAL_FIELD, schema_from_mapping
 from latentsearch.protocols import Embedder, LatentExtractor
 from latentsearch.query.rewriter import QueryRewriter, RewriteOptions, RewrittenSearch
-from latentsearch.query.search import Fusion, Hit, SearchMode, SearchResult, build_body, collapse_hits, parse_hits
+from latentsearch.query.search import (
+    Fusion,
+    Hit,
+    SearchMode,
+    SearchResult,
+    build_body,
+    collapse_hits,
+    hybrid_pipeline,
+    parse_hits,
+)
 from latentsearch.query.search import search as plain_search
 
 SearchType = Literal["dense", "hybrid"]
@@ -260,6 +269,8 @@ class Retriever:
         """Top-k hits (one per document with `collapse`); `filter` is a user clause or shorthand (`user_filter`).
         `fusion`/`weights` set how hybrid fuses BM25 and k-NN, rewritten or not (default: query.search)."""
         strictness = RewriteOptions(strictness=strictness).strictness  # a bad value fails on every path
+        if fusion is not None or weights is not None:
+            hybrid_pipeline(fusion, weights)  # so does a bad fusion or weights, whatever the mode
         clause = self.filter_clause(filter)
         self.check_lexical(mode)
         if self.uses_rewriter(mode=mode, strictness=strictness, collapse=collapse, rewrite=rewrite):
@@ -277,6 +288,8 @@ class Retriever:
                       collapse: bool = True, include_dsl: bool = False, rewrite: bool = True) -> Retrieval:
         """`search` without blocking the event loop: plain search on an async backend (OpenSearch) embeds in a
         worker thread and awaits the request; everything else runs `search` in a thread."""
+        if fusion is not None or weights is not None:
+            hybrid_pipeline(fusion, weights)  # a bad value fails on every path, as in `search`
         await asyncio.to_thread(self.check_lexical, mode)
         plain = not await asyncio.to_thread(self.uses_rewriter, mode=mode, strictness=strictness, collapse=collapse,
                                             rewrite=rewrite)

@@ -24,7 +24,7 @@ fi
 quiet() { "$@" 2>&1 | { grep -v -E "^WARNING: Location '.*' is ignored" || true; }; return "${PIPESTATUS[0]}"; }
 
 echo "[setup] pip, setuptools"
-quiet "$PIP" install -q --upgrade pip "setuptools>=69" wheel
+quiet "$PIP" install -q --upgrade pip "setuptools>=77" wheel
 echo "[setup] torch==2.13.0 (CPU wheel) first"
 # Our machines keep the CPU wheel on local disk. Elsewhere, PyPI's default Linux wheel is the CUDA
 # build: set TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu to get the small CPU one.
@@ -35,7 +35,9 @@ else
 fi
 echo "[setup] latentsearch[$EXTRAS] with constraints.txt"
 if [ "$EDITABLE" = "1" ]; then
-  quiet "$PIP" install -q -c constraints.txt -e ".[$EXTRAS]"
+  # setuptools' "Editable installation" notice (information only: folders named like the package may shadow
+  # it) is printed on every editable install that maps folders (ingest/ -> latentsearch.ingest); it is expected
+  PYTHONWARNINGS="ignore:Editable installation" quiet "$PIP" install -q -c constraints.txt -e ".[$EXTRAS]"
 else
   quiet "$PIP" install -q -c constraints.txt ".[$EXTRAS]"
 fi

@@ -25,12 +25,14 @@ from tests.test_serve import LiveServer
 
 KEY = "auth-test-key"
 PUBLIC = {("GET", "/healthz"), ("GET", "/ui")}  # liveness probes carry no key; /ui is a static page whose data calls need it
+# /metrics needs the key (it names routes, models and traffic) unless the server runs with --metrics-public
+PUBLIC_WITH_METRICS_FLAG = PUBLIC | {("GET", "/metrics")}
 FASTAPI_DOCS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}  # framework pages, outside the schema
 
 
-def _app(tmp: Path):
+def _app(tmp: Path, **config):
     settings = load_settings(index="auth-test", home=tmp)
-    return create_app(ServeConfig(api_key=KEY, preload=[], settings=settings))
+    return create_app(ServeConfig(api_key=KEY, preload=[], settings=settings, **config))
 
 
 def _operations() -> list[tuple[str, str]]:
@@ -106,3 +108,23 @@ def test_the_right_key_passes(server: LiveServer, method: str, path: str, header
 @pytest.mark.parametrize(("method", "path"), sorted(PUBLIC))
 def test_public_routes_answer_without_a_key(server: LiveServer, method: str, path: str) -> None:
     assert _call(server, method, path, {}).status_code == 200
+
+
+def test_metrics_public_opens_metrics_and_nothing_else(tmp_path: Path) -> None:
+    """`--metrics-public` (ServeConfig.metrics_public): a Prometheus scraper without the key reads /metrics;
+    every other protected route still answers 401."""
+    with LiveServer(_app(tmp_path, metrics_public=True)) as live:
+        metrics = _call(live, "GET", "/metrics", {})
+        assert metrics.status_code == 200 and "latentsearch_" in metrics.text
+        for method, path in OPERATIONS:
+            expected = 200 if (method, path) in PUBLIC_WITH_METRICS_FLAG else 401
+            assert _call(live, method, path, {}).status_code == expected, (method, path)
+
+
+def test_serve_help_says_which_routes_need_the_key() -> None:
+    from typer.testing import CliRunner
+
+    from latentsearch.cli import app
+
+    out = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"}).output
+    assert "--metrics-public" in out and "needs the key unless" in " ".join(out.split())

@@ -103,3 +103,62 @@ def test_the_decision_is_plain_search_when_latent_filtering_is_off(latent_index,
     assert plain.rewritten is False and plain.explanation is None
     with pytest.raises(ValueError, match="strictness"):
         retriever.search(question, k=K, strictness="often", rewrite=False)  # validated on every path
+
+
+FUSIONS = [("rrf", None), ("min_max", (1.0, 0.0)), ("min_max", (0.0, 1.0))]  # BM25 only, then k-NN only
+
+
+def test_fusion_and_weights_reach_ask_rag_and_the_langchain_retriever(latent_index, question, monkeypatch) -> None:
+    """`--fusion`/`--weights` used to stop at `search` and /search: `ask`, /rag and the LangChain retriever fused
+    hybrid hits with the defaults whatever was asked. Each now retrieves what `Retriever.search` gives for the same
+    fusion, and the settings give different rankings here, so a dropped setting shows."""
+    from fastapi.testclient import TestClient
+
+    from latentsearch.cli import app
+    from latentsearch.onnx_export.serve import ServeConfig, create_app
+    from latentsearch.query.langchain import LatentSearchRetriever
+    from latentsearch.query.rag import ask
+    from latentsearch.query.retrieval import Retriever
+
+    settings, config = latent_index
+    monkeypatch.setenv("LATENTSEARCH_HOME", str(settings.home))
+    retriever = Retriever.from_settings(settings)
+    expected = {(f, w): [h.doc_id for h in retriever.search(question, k=K, mode="hybrid", fusion=f, weights=w).hits]
+                for f, w in FUSIONS}
+    assert len({tuple(v) for v in expected.values()}) > 1, expected  # the settings matter on this index
+    lc = LatentSearchRetriever.from_settings(settings, k=K, search_type="hybrid")
+    with TestClient(create_app(ServeConfig(settings=settings, preload=[]))) as client:
+        for (fusion, weights), hits in expected.items():
+            answer = ask(question, settings, llm=FirstPassageLLM(), k=K, search_type="hybrid", fusion=fusion,
+                         weights=weights)
+            assert answer.retrieved == hits, (fusion, weights)
+            body = {"question": question, "k": K, "mode": "hybrid", "fusion": fusion, "weights": weights,
+                    "max_tokens": 2}
+            rag = client.post("/rag", json=body)
+            assert rag.status_code == 200 and rag.json()["retrieved"] == hits, (fusion, weights, rag.text)
+            docs = lc.invoke(question, fusion=fusion, weights=weights)
+            assert [d.metadata["doc_id"] for d in docs] == hits, (fusion, weights)
+            fixed = LatentSearchRetriever.from_settings(settings, k=K, search_type="hybrid", fusion=fusion,
+                                                        weights=weights)
+            assert [d.metadata["doc_id"] for d in fixed.invoke(question)] == hits
+        # unknown values are refused with the supported ones, on every path
+        bad = client.post("/rag", json={"question": question, "mode": "hybrid", "fusion": "z_score"})
+        assert bad.status_code == 422 and "rrf" in bad.text and "min_max" in bad.text
+        bad = client.post("/rag", json={"question": question, "mode": "hybrid", "fusion": "rrf", "weights": [1, 0]})
+        assert bad.status_code == 422 and "no weights" in bad.text
+    with pytest.raises(ValueError, match="rrf or min_max"):
+        ask(question, settings, llm=FirstPassageLLM(), k=K, search_type="hybrid", fusion="z_score")
+    with pytest.raises(ValueError, match="rrf or min_max"):
+        lc.invoke(question, fusion="z_score")
+    with pytest.raises(ValueError, match="rrf or min_max"):
+        retriever.search(question, k=K, fusion="z_score")  # dense: refused too, never silently ignored
+
+    # the CLI: `ask --fusion/--weights` reaches the retrieval (the answer is the local LLM's, two tokens)
+    fusion, weights = FUSIONS[1]
+    result = CliRunner().invoke(app, ["ask", question, "--config", str(config), "--k", str(K), "--mode", "hybrid",
+                                      "--fusion", fusion, "--weights", ",".join(map(str, weights)),
+                                      "--max-tokens", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["retrieved"] == expected[(fusion, weights)]
+    result = CliRunner().invoke(app, ["ask", question, "--config", str(config), "--fusion", "z_score"])
+    assert result.exit_code != 0 and "rrf or min_max" in result.output

@@ -338,3 +338,66 @@ def test_cli_no_resume_flag_reaches_the_pipeline(home: Path, scifact_sample: Pat
         reports.append(json.loads(result.stdout))
     assert [r["records_skipped_by_checkpoint"] for r in reports] == [0, 3, 0]
     assert [r["resumed_from_item"] for r in reports] == [0, 3, 0]
+
+
+# ------------------------------------------------------------------ progress per chunk
+
+def test_latent_processor_reports_each_extraction_sub_batch_and_keeps_its_outputs(scifact_sample: Path,
+                                                                                   tmp_path: Path) -> None:
+    """The ingest bar used to move per ~256-chunk batch, so it sat at 0 for minutes during extraction: the latent
+    processor now reports every extractor call's chunks, and slicing the batch changes none of the values."""
+    from latentsearch.config import EntitySchema
+    from latentsearch.ingest.processors import LatentEntityProcessor
+    from latentsearch.models.factory import get_extractor
+
+    extractor = get_extractor()  # the shipped adapter, 16 rows per model call
+    step = extractor.batch_size
+    titles = [json.loads(line)["title"] for line in _sample_lines(scifact_sample, step + 1)]
+    schema = EntitySchema(text_type="biomedical article title", latent_types=["disease"])
+    proc = LatentEntityProcessor(extractor, schema)
+    assert proc._sub_batch() == step  # the extractor's own grouping: the values are what one call over all gives
+    reported: list[int] = []
+    proc.progress = reported.append
+    chunks = [Chunk(doc_id=f"d{i}", no=0, count=1, text=t, start=0, end=len(t)) for i, t in enumerate(titles)]
+    cache = ContentCache(tmp_path / "cache.sqlite")
+    proc(chunks, cache)
+    assert reported == [step, 1]  # per model call, not once per batch
+    assert all(isinstance(c.latent, dict) for c in chunks) and any(c.latent for c in chunks)
+    reported.clear()
+    proc(chunks, cache)  # all cached now: enriched at once, reported once
+    assert reported == [len(titles)]
+    cache.close()
+
+
+def test_ingest_bar_moves_within_a_batch_as_chunks_are_enriched() -> None:
+    """The bar (a real rich Progress on stderr) counts records; within a batch it moves by the share of its chunks
+    the slow processor has enriched, and shows chunks/s."""
+    from latentsearch.config import EntitySchema
+    from latentsearch.ingest.processors import LatentEntityProcessor
+    from latentsearch.ingest.progress import IngestBar
+
+    latent = LatentEntityProcessor(extractor=None, schema=EntitySchema(latent_types=["disease"]))
+    embed = EmbeddingProcessor(embedder=None)
+    with IngestBar(True, "idx", 20, [embed, latent], lambda: 0) as bar:
+        assert latent.progress is not None and embed.progress is None  # the slow one drives the bar
+        task = bar._live.tasks[0]
+        bar.start_batch(0, 10, 100)  # records 1..10 hold 100 chunks
+        latent.progress(25)
+        assert bar.completed == task.completed == 2.5
+        latent.progress(50)
+        assert task.completed == 7.5 and "75 enriched" in task.description and "chunks/s" in task.description
+        bar.end_batch(100)
+        assert task.completed == 10 and "100 chunks written" in task.description
+        bar.start_batch(10, 20, 40)
+        latent.progress(10)
+        assert task.completed == 12.5
+    assert latent.progress is None  # detached: the processor may be reused elsewhere
+
+
+def test_ingest_draws_its_bar_on_stderr_only(home: Path, scifact_sample: Path, capsys) -> None:
+    corpus = _write_jsonl(home.parent / "c.jsonl", _sample_lines(scifact_sample, 3))
+    settings = load_settings(index="bar")
+    report = ingest(corpus, settings, progress=True)
+    out = capsys.readouterr()
+    assert report.records_read == 3 and out.out == ""
+    assert "chunks/s" in out.err and f"{report.chunks} chunks written" in out.err

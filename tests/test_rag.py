@@ -249,7 +249,7 @@ def test_rag_route_on_the_model_server(rag_home: Path) -> None:
         from latentsearch.query.rag import passages_from_documents
 
         retriever = LatentSearchRetriever(backend=open_backend(settings.backend), index=INDEX, k=2)
-        chat = lc_openai.ChatOpenAI(base_url=f"{url}/v1", api_key="k", model="smollm2", temperature=0, max_tokens=12)
+        chat = lc_openai.ChatOpenAI(base_url=f"{url}/v1", api_key="k", model="SmolLM2-135M-Instruct", temperature=0, max_tokens=12)
         to_messages = RunnableLambda(lambda x: build_messages(x["question"], passages_from_documents(x["docs"]), 300))
         chain = {"docs": retriever, "question": RunnablePassthrough()} | to_messages | chat | StrOutputParser()
         reply = chain.invoke("How does the white matter of newborns develop?")

@@ -30,6 +30,7 @@ from latentsearch.onnx_export.serve import ServeConfig, create_app  # noqa: E402
 KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 INDEX = "serve-test"
+LLM = "SmolLM2-135M-Instruct"
 MAX_BODY = 64 * 1024
 MAX_INPUTS = 32
 
@@ -166,6 +167,49 @@ def test_batcher_merges_up_to_max_batch_keeps_order_and_shares_errors() -> None:
     assert [type(f) for f in failing] == [ValueError, ValueError]  # both callers of the failed call learn why
 
 
+class _Waits:
+    """A BatchObserver that keeps what the batcher records: requests per call and each one's queue wait."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, list[float]]] = []
+
+    def observe_batch(self, model, items, requests, seconds, waits, ok) -> None:
+        self.calls.append((requests, list(waits)))
+
+
+def test_batcher_does_not_make_a_lone_client_wait_but_still_gathers_company() -> None:
+    """A lone caller used to wait `max_wait_ms` for company on every request (0.69x throughput at concurrency
+    1). With a 2 s window, its queue waits (the batcher's own records) stay far below it; once a call has
+    served several callers, a staggered arrival is still gathered into the next call."""
+    from latentsearch.onnx_export.serve.batching import MicroBatcher
+
+    waits = _Waits()
+    max_wait_s = 2.0
+
+    async def scenario() -> list[list[int]]:
+        batcher = MicroBatcher("double", lambda xs: [2 * x for x in xs], max_batch=8, max_wait_ms=max_wait_s * 1000,
+                               observer=waits)
+        await batcher.start()
+        try:
+            lone = [await batcher.submit([i]) for i in range(5)]  # one caller, one request at a time
+            burst = await asyncio.gather(batcher.submit([10]), batcher.submit([11]))  # company: one call of 2
+
+            async def late(x: int) -> list[int]:
+                await asyncio.sleep(0.05)
+                return await batcher.submit([x])
+
+            staggered = await asyncio.gather(batcher.submit([20]), late(21))
+        finally:
+            await batcher.stop()
+        return [*lone, *burst, *staggered]
+
+    assert asyncio.run(scenario()) == [[0], [2], [4], [6], [8], [20], [22], [40], [42]]
+    lone_calls, burst_call, staggered_call = waits.calls[:5], waits.calls[5], waits.calls[6]
+    assert [requests for requests, _ in lone_calls] == [1] * 5
+    assert max(w for _, ws in lone_calls for w in ws) < max_wait_s / 4  # never waited for the window
+    assert burst_call[0] == 2 and staggered_call[0] == 2 and len(waits.calls) == 7  # 21 came late, joined 20
+
+
 # ----------------------------------------------------------------------------- ops and auth
 
 
@@ -218,7 +262,8 @@ def test_metrics_are_prometheus_text_with_route_labels(client: httpx.Client) -> 
 
 def test_embeddings_match_the_embedder(client: httpx.Client, embedder) -> None:
     texts = ["Aspirin lowers the risk of myocardial infarction.", "The striker scored in the last minute."]
-    r = client.post("/v1/embeddings", json={"input": texts, "model": "text-embedding-3-small"})
+    # a Hugging Face id of the served embedder is the same model
+    r = client.post("/v1/embeddings", json={"input": texts, "model": "sentence-transformers/all-MiniLM-L6-v2"})
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["object"] == "list" and body["model"] == "all-MiniLM-L6-v2"
@@ -323,7 +368,7 @@ def test_openai_client_chat_is_the_local_llm_greedy(server: LiveServer) -> None:
     openai = pytest.importorskip("openai")
     oc = openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY)
     question = "What is the capital of France?"
-    out = oc.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": question}],
+    out = oc.chat.completions.create(model=LLM, messages=[{"role": "user", "content": question}],
                                      max_tokens=16, temperature=0)
     choice = out.choices[0]
     assert choice.message.role == "assistant"
@@ -332,14 +377,71 @@ def test_openai_client_chat_is_the_local_llm_greedy(server: LiveServer) -> None:
     assert out.usage.completion_tokens <= 16 and out.usage.prompt_tokens > 5
     assert choice.finish_reason == ("length" if out.usage.completion_tokens == 16 else "stop")
 
-    short = oc.chat.completions.create(model="x", messages=[{"role": "user", "content": question}],
+    short = oc.chat.completions.create(model=LLM, messages=[{"role": "user", "content": question}],
                                        max_tokens=2, temperature=0)
     assert short.choices[0].finish_reason == "length" and short.usage.completion_tokens == 2
 
-    chunks = list(oc.chat.completions.create(model="x", messages=[{"role": "user", "content": question}],
-                                             max_tokens=16, temperature=0, stream=True))
-    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert streamed == choice.message.content
+
+def _stream(oc, **kw) -> tuple[list[str], list]:
+    """The text pieces of a streamed chat completion, and every chunk."""
+    chunks = list(oc.chat.completions.create(stream=True, **kw))
+    return [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content], chunks
+
+
+def test_openai_client_streams_tokens_as_generated(server: LiveServer) -> None:
+    """`stream=True` sends the answer in pieces as the model makes them (it used to be one chunk holding the
+    whole answer), and the pieces add up to exactly the non-streamed greedy answer."""
+    openai = pytest.importorskip("openai")
+    oc = openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY)
+    for question, max_tokens, stop in [("What is the capital of France?", 16, None),
+                                       ("Write a short poem about the sea.", 24, None),
+                                       ("Write a short poem about the sea.", 24, ["tapestry"])]:
+        kw = {"model": LLM, "messages": [{"role": "user", "content": question}], "max_tokens": max_tokens,
+              "temperature": 0, "stop": stop}
+        whole = oc.chat.completions.create(**kw).choices[0]
+        pieces, chunks = _stream(oc, **kw)
+        assert len(pieces) >= 3, pieces  # token by token, not the whole answer at once
+        assert whole.finish_reason == ("stop" if stop else "length" if max_tokens == 24 else "stop")
+        assert "".join(pieces) == whole.message.content
+        assert {c.object for c in chunks} == {"chat.completion.chunk"} and len({c.id for c in chunks}) == 1
+        assert chunks[0].choices[0].delta.role == "assistant" and chunks[0].model == LLM
+        assert chunks[-1].choices[0].finish_reason == whole.finish_reason
+        assert [c.choices[0].finish_reason for c in chunks[:-1]] == [None] * (len(chunks) - 1)
+    # stream_options.include_usage: a last chunk with the usage and no choices
+    pieces, chunks = _stream(oc, model=LLM, messages=[{"role": "user", "content": "Name a colour."}], max_tokens=6,
+                             temperature=0, stream_options={"include_usage": True})
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 6 and chunks[-1].usage.prompt_tokens > 5
+    with pytest.raises(openai.BadRequestError, match="n` > 1"):
+        _stream(oc, model=LLM, messages=[{"role": "user", "content": "Hi"}], max_tokens=4, n=2)
+
+
+def test_unknown_model_names_are_404_with_the_served_list(server: LiveServer, client: httpx.Client) -> None:
+    """Any `model` used to be accepted (and answered by whichever model the route has): a typo or an OpenAI
+    model name got a silently different model. Now: OpenAI's 404 model_not_found, listing what is served."""
+    openai = pytest.importorskip("openai")
+    oc = openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY)
+    served = [m.id for m in oc.models.list().data]
+    assert served == ["all-MiniLM-L6-v2", LLM, "SmolLM2-135M-Instruct+lentex-smollm2-lora"]
+    chat = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "temperature": 0}
+    for route, body in [("/v1/chat/completions", {**chat, "model": "gpt-4o-mini"}),
+                        ("/v1/chat/completions", {**chat, "model": "all-MiniLM-L6-v2"}),  # served, but cannot chat
+                        ("/v1/chat/completions", {**chat, "model": "gpt-4o-mini", "stream": True}),
+                        ("/v1/embeddings", {"input": "x", "model": "text-embedding-3-small"}),
+                        ("/v1/embeddings", {"input": "x", "model": LLM})]:
+        r = client.post(route, json=body)
+        assert r.status_code == 404, (route, body, r.text)
+        error = r.json()["error"]
+        assert error["code"] == "model_not_found" and error["type"] == "invalid_request_error"
+        assert error["param"] == "model" and body["model"] in error["message"]
+        assert all(name in error["message"] for name in served)
+    with pytest.raises(openai.NotFoundError, match="does not exist"):
+        oc.chat.completions.create(model="gpt-4o-mini", **chat)
+    with pytest.raises(openai.NotFoundError):
+        oc.embeddings.create(model="text-embedding-3-small", input=["x"])
+    # every listed chat model is accepted, and omitting `model` picks the route's default
+    assert client.post("/v1/chat/completions", json={**chat, "model": "HuggingFaceTB/" + LLM}).status_code == 200
+    assert client.post("/v1/chat/completions", json=chat).json()["model"] == LLM
+    assert client.post("/v1/embeddings", json={"input": "x", "model": "all-MiniLM-L6-v2"}).status_code == 200
 
 
 def test_chat_stop_strings_and_limits(client: httpx.Client) -> None:
@@ -368,7 +470,7 @@ def test_chat_sampling_and_defaults(client: httpx.Client) -> None:
 
 def test_langchain_clients(server: LiveServer, embedder) -> None:
     lc = pytest.importorskip("langchain_openai")
-    chat = lc.ChatOpenAI(base_url=f"{server.url}/v1", api_key=KEY, model="smollm2", temperature=0, max_tokens=12)
+    chat = lc.ChatOpenAI(base_url=f"{server.url}/v1", api_key=KEY, model=LLM, temperature=0, max_tokens=12)
     reply = chat.invoke("Name one planet of the solar system.")
     assert isinstance(reply.content, str) and reply.content.strip()
     emb = lc.OpenAIEmbeddings(base_url=f"{server.url}/v1", api_key=KEY, model="all-MiniLM-L6-v2",

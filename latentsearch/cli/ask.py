@@ -11,6 +11,7 @@ from latentsearch.cli.options import (
     BackendOpt,
     ConfigOpt,
     FilterOpt,
+    FusionOpt,
     IndexOpt,
     JsonOpt,
     LlmModelOpt,
@@ -18,6 +19,8 @@ from latentsearch.cli.options import (
     MaxTokensOpt,
     StrictnessOpt,
     UrlOpt,
+    WeightsOpt,
+    fusion_options,
     settings_from_flags,
     strictness_value,
 )
@@ -45,6 +48,8 @@ def ask(
     k: Annotated[int | None, typer.Option("--k", "-k", min=1, max=50, help="Context passages (default rag.k = 4)")] = None,
     strictness: StrictnessOpt = "auto",
     mode: Annotated[str, typer.Option(help="dense (k-NN) or hybrid (k-NN + BM25)")] = "dense",
+    fusion: FusionOpt = None,
+    weights: WeightsOpt = None,
     latent: Annotated[bool, typer.Option(help="Filter on the question's latent entities (the rewriter)")] = True,
     filter: FilterOpt = None,
     llm_url: LlmUrlOpt = None,
@@ -68,6 +73,7 @@ def ask(
 
         if mode not in ("dense", "hybrid"):
             raise typer.BadParameter("--mode must be dense or hybrid")
+        chosen_fusion, pair = fusion_options(fusion, weights)
         settings = rag_settings(config, index, backend, url, llm_url, llm_model, max_tokens, k)
         retriever = Retriever.from_settings(settings, latent=latent)
         if not retriever.backend.index_exists(settings.index):
@@ -79,7 +85,7 @@ def ask(
             fail(str(err))
         try:
             answer = run_ask(question, settings, retriever=retriever, strictness=strictness_value(strictness),
-                             search_type=mode, filter=user_filter)
+                             search_type=mode, filter=user_filter, fusion=chosen_fusion, weights=pair)
         except RuntimeError as err:  # the LLM endpoint failed (unreachable, 4xx/5xx, wrong format)
             fail(str(err))
         if as_json:

@@ -32,6 +32,9 @@ LlmUrlOpt = Annotated[str | None, typer.Option(
     "--llm-url", help="OpenAI-compatible API root (e.g. the model server's http://localhost:8000/v1); "
                       "default: config rag.base_url, else the local SmolLM2")]
 LlmModelOpt = Annotated[str | None, typer.Option("--llm-model", help="Model name (endpoint) or folder (local)")]
+FusionOpt = Annotated[str | None, typer.Option(help="hybrid: rrf or min_max (default: the fitted one, see README "
+                                            "\"Lexical search\")")]
+WeightsOpt = Annotated[str | None, typer.Option(help="hybrid min_max: BM25,k-NN weights, e.g. 0.3,0.7")]
 MaxTokensOpt = Annotated[int | None, typer.Option("--max-tokens", min=1,
                                                   help="Answer length cap (default rag.max_new_tokens)")]
 KbOpt = Annotated[Path | None, typer.Option("--kb", help="Knowledge base JSONL, one {id, name, aliases, description, "
@@ -76,3 +79,24 @@ def wnut_file(folder: Path | None, name: str) -> Path:
     if not path.is_file():
         raise typer.BadParameter(f"{path} not found (expected the WNUT-17 CoNLL files in {root})", param_hint="--wnut")
     return path
+
+
+def fusion_options(fusion: str | None, weights: str | None) -> tuple[str | None, tuple[float, float] | None]:
+    """--fusion / --weights as `Retriever.search` takes them; a bad value fails with what is supported.
+    Weights alone mean min_max (the fusion that has weights)."""
+    from latentsearch.cli.output import fail
+
+    if fusion not in (None, "rrf", "min_max"):
+        fail(f"--fusion must be rrf or min_max, got {fusion!r}")
+    pair = None
+    if weights is not None:
+        try:
+            pair = tuple(float(w) for w in weights.split(","))
+        except ValueError:
+            pair = ()
+        if len(pair) != 2 or min(pair) < 0 or sum(pair) <= 0:
+            fail("--weights takes two non-negative numbers: BM25,k-NN (e.g. 0.3,0.7)")
+        if fusion == "rrf":
+            fail("--weights applies to --fusion min_max (OpenSearch's RRF has no weights)")
+        fusion = fusion or "min_max"
+    return fusion, pair  # type: ignore[return-value]

@@ -13,9 +13,12 @@ from latentsearch.cli.options import (
     BackendOpt,
     ConfigOpt,
     FilterOpt,
+    FusionOpt,
     IndexOpt,
     JsonOpt,
     UrlOpt,
+    WeightsOpt,
+    fusion_options,
     settings_from_flags,
     strictness_value,
 )
@@ -35,9 +38,8 @@ def search(
         "entity), loose (any one), none, an int (that many entities) or a percent such as 60%. Needs an index "
         "with latent types; bm25 mode ignores it")] = "auto",
     min_hits: Annotated[int, typer.Option(min=1, help="auto: documents a strictness level must keep")] = 5,
-    fusion: Annotated[str | None, typer.Option(help="hybrid: rrf or min_max (default: the fitted one, see README "
-                                               "\"Lexical search\")")] = None,
-    weights: Annotated[str | None, typer.Option(help="hybrid min_max: BM25,k-NN weights, e.g. 0.3,0.7")] = None,
+    fusion: FusionOpt = None,
+    weights: WeightsOpt = None,
     filter: FilterOpt = None,
     collapse: Annotated[bool, typer.Option(help="One hit per document (its best chunk)")] = True,
     explain: Annotated[bool, typer.Option("--explain", help="Print extracted entities, mapped values, per-level hit counts, the chosen level and why")] = False,
@@ -55,19 +57,7 @@ def search(
 
     if mode not in ("dense", "bm25", "hybrid"):
         fail("--mode must be dense, bm25 or hybrid")
-    if fusion not in (None, "rrf", "min_max"):
-        fail("--fusion must be rrf or min_max")
-    pair = None
-    if weights is not None:
-        try:
-            pair = tuple(float(w) for w in weights.split(","))
-        except ValueError:
-            pair = ()
-        if len(pair) != 2 or min(pair) < 0 or sum(pair) <= 0:
-            fail("--weights takes two non-negative numbers: BM25,k-NN (e.g. 0.3,0.7)")
-        if fusion == "rrf":
-            fail("--weights applies to --fusion min_max (OpenSearch's RRF has no weights)")
-        fusion = fusion or "min_max"
+    fusion, pair = fusion_options(fusion, weights)
 
     def body() -> None:
         from latentsearch.backends import open_backend

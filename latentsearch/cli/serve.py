@@ -17,14 +17,17 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 to accept other machines (then set --api-key)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port")] = 8080,
     api_key: Annotated[str | None, typer.Option(envvar="LATENTSEARCH_API_KEY", show_envvar=True,
-                                                help="Require this key (Authorization: Bearer KEY or x-api-key: KEY) on every route but /healthz")] = None,
+                                                help="Require this key (Authorization: Bearer KEY or x-api-key: KEY) on every route but /healthz, /ui "
+                                                     "(and /metrics with --metrics-public)")] = None,
+    metrics_public: Annotated[bool, typer.Option("--metrics-public", help="Serve /metrics without the key (for a "
+                                                 "Prometheus scraper that carries none); by default it needs the key")] = False,
     index: Annotated[str | None, typer.Option("--index", "-i", help="Index /search uses by default (default: config `index`)")] = None,
     backend: Annotated[str | None, typer.Option("--backend", "-b", help="embedded | opensearch | elasticsearch")] = None,
     url: Annotated[str | None, typer.Option(help="Cluster URL for /search, e.g. https://localhost:9200")] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", exists=True, dir_okay=False, help="TOML/YAML config file")] = None,
     max_batch: Annotated[int, typer.Option(min=1, help="Most texts merged into one embedder call; 1 turns micro-batching off")] = 32,
     max_batch_llm: Annotated[int, typer.Option(min=1, help="Most prompts merged into one LLM call (chat, extract)")] = 8,
-    batch_wait_ms: Annotated[float, typer.Option(min=0, help="How long a started batch waits for more requests")] = 5.0,
+    batch_wait_ms: Annotated[float, typer.Option(min=0, help="How long a started batch waits for more requests (only while other clients are arriving)")] = 5.0,
     max_body_bytes: Annotated[int, typer.Option(min=1024, help="Larger request bodies are refused with 413")] = 2 * 1024 * 1024,
     max_inputs: Annotated[int, typer.Option(min=1, help="Most texts per request; more are refused with 413")] = 256,
     max_tokens_limit: Annotated[int, typer.Option(min=1, help="Largest max_tokens a chat, /rag request may ask for")] = 512,
@@ -45,7 +48,8 @@ def serve(
     (point the openai client, LangChain or an ML Commons connector at
     http://HOST:PORT/v1). Also POST /extract (latent entities),
     /mentions (mention vectors), /search (question -> hits),
-    GET /healthz, /metrics (Prometheus). Concurrent requests are
+    GET /healthz (no key), /metrics (Prometheus; needs the key unless
+    --metrics-public). Concurrent requests are
     micro-batched per model; --max-batch 1 turns that off.
 
     Example: latentsearch serve --api-key secret --index papers
@@ -59,7 +63,7 @@ def serve(
 
     try:
         settings = settings_from_flags(config, index, backend, url)
-        cfg = ServeConfig(host=host, port=port, api_key=api_key or None, max_batch=max_batch, max_batch_llm=max_batch_llm,
+        cfg = ServeConfig(host=host, port=port, api_key=api_key or None, metrics_public=metrics_public, max_batch=max_batch, max_batch_llm=max_batch_llm,
                           batch_wait_ms=batch_wait_ms, max_body_bytes=max_body_bytes, max_inputs=max_inputs,
                           max_tokens_limit=max_tokens_limit, max_prompt_chars=max_prompt_chars,
                           body_timeout_s=body_timeout_s, header_timeout_s=header_timeout_s,

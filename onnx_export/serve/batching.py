@@ -2,11 +2,13 @@
 
 A model call on CPU costs far more per call than per input (Python, tokenizer and kernel launch
 overheads; small matrices use the cores badly), so merging requests raises throughput under load.
-Each model gets one queue and one worker thread: the worker takes the first waiting request, then
-keeps gathering until `max_batch` inputs or `max_wait_ms` have passed, runs `fn(inputs)` once off
-the event loop, and hands each request its slice of the outputs. While a call runs, new requests
-queue up, so under load batches fill without waiting. A request is never split; one larger than
-`max_batch` runs alone. `max_batch=1` turns batching off (one call per request).
+Each model gets one queue and one worker thread: the worker takes the first waiting request and
+everything queued behind it (up to `max_batch` inputs), runs `fn(inputs)` once off the event loop,
+and hands each request its slice of the outputs. While a call runs, new requests queue up, so under
+load batches fill without waiting. Waiting for company (up to `max_wait_ms`) happens only when others
+are arriving: when the previous call served more than one request. A lone client never waits, so
+batching costs it nothing; concurrent clients whose requests come back staggered are still gathered.
+A request is never split; one larger than `max_batch` runs alone. `max_batch=1` turns batching off.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class MicroBatcher(Generic[In, Out]):
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._pending = 0
+        self._last_requests = 0  # requests the previous call served: > 1 means concurrent callers are around
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -124,7 +127,8 @@ class MicroBatcher(Generic[In, Out]):
             if first is None or first.future.done():  # None cannot happen without a timeout; done = caller gone
                 continue
             batch, size = [first], len(first.items)
-            deadline = loop.time() + self.max_wait
+            # alone (the last call served one request): take what is queued, wait for nobody
+            deadline = loop.time() + (self.max_wait if self._last_requests > 1 else 0.0)
             while size < self.max_batch:
                 nxt = await self._next(deadline - loop.time())
                 if nxt is None:
@@ -140,6 +144,7 @@ class MicroBatcher(Generic[In, Out]):
 
     async def _run(self, batch: list[_Pending[In, Out]]) -> None:
         items = [x for p in batch for x in p.items]
+        self._last_requests = len(batch)
         started = time.perf_counter()
         waits = [started - p.enqueued for p in batch]
         assert self._executor is not None

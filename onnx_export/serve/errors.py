@@ -1,4 +1,4 @@
-"""One error shape for every failure ({"error": {message, type, code}}, as OpenAI clients expect),
+"""One error shape for every failure ({"error": {message, type, param, code}}, as OpenAI clients expect),
 and the exception -> status mapping: 401 auth, 404 index, 413 too large, 422 validation,
 502 backend, 503 model unavailable, 500 anything else (logged with its traceback)."""
 
@@ -33,14 +33,19 @@ class FeatureUnavailableError(RuntimeError):
 class ApiError(HTTPException):
     """An HTTP error with a machine-readable `code` next to the message."""
 
-    def __init__(self, status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(self, status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None,
+                 *, param: str | None = None, type: str | None = None):
         super().__init__(status, message, headers)
         self.code = code
+        self.param = param  # the request field at fault, as OpenAI names it
+        self.type = type  # overrides the status's default type (OpenAI: model_not_found is invalid_request_error)
 
 
 def error_json(status: int, message: str, code: str | None = None, details: list[Any] | None = None,
-               headers: dict[str, str] | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"message": message, "type": _TYPES.get(status, "server_error"), "code": code}
+               headers: dict[str, str] | None = None, *, param: str | None = None,
+               type: str | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"message": message, "type": type or _TYPES.get(status, "server_error"), "param": param,
+                            "code": code}
     if details is not None:
         body["details"] = details
     return JSONResponse({"error": body}, status_code=status, headers=headers)
@@ -57,6 +62,8 @@ BODY_ERRORS = {
     422: _doc("The body does not match the schema; `error.details` lists each problem"),
 }
 MODEL_ERRORS = {503: _doc("The model behind this route is not installed or not available")}
+UNKNOWN_MODEL = {404: _doc("`model` names no model this server serves for the route (code `model_not_found`; "
+                           "the message lists the served ones, as does GET /v1/models)")}
 
 
 def install_handlers(app: FastAPI) -> None:
@@ -72,7 +79,8 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, err: HTTPException) -> JSONResponse:
-        return error_json(err.status_code, str(err.detail), getattr(err, "code", None), headers=err.headers)
+        return error_json(err.status_code, str(err.detail), getattr(err, "code", None), headers=err.headers,
+                          param=getattr(err, "param", None), type=getattr(err, "type", None))
 
     @app.exception_handler(BackendError)
     async def _backend(_: Request, err: BackendError) -> JSONResponse:

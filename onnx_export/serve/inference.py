@@ -8,7 +8,7 @@ type) are grouped inside the batch and each group runs as one call.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,6 +111,78 @@ def generate_batch(lm: LoadedLM, items: list[ChatItem]) -> list[ChatOutput]:
                 text, finish = text[: min(hits)], "stop"
             results[i] = ChatOutput(text, int(prompt_lens[row]), len(ids), finish)
     return results  # type: ignore[return-value]
+
+
+def stream_generate(lm: LoadedLM, item: ChatItem, emit: Callable[[str], None],
+                    cancelled: Callable[[], bool] = lambda: False) -> ChatOutput:
+    """One greedy or sampled answer, handing each new piece of text to `emit` as it is generated.
+
+    The rules are `generate_batch`'s for one row (end-of-turn token, `max_tokens`, stop strings), so the
+    pieces concatenate to exactly the text a non-streamed request gets. Text that could still turn into a
+    stop string, and half a UTF-8 character, are held back until the next token decides them.
+    `cancelled()` true (the client went away) ends generation at the next token."""
+    import torch
+
+    tok = lm.tokenizer
+    enc = tok([chat_prompt(lm, item.messages)], return_tensors="pt", add_special_tokens=False).to(lm.device)
+    state = _Stream(tok, int(enc["input_ids"].shape[1]), item, stop_token_ids(lm), emit, cancelled)
+    sampling: dict[str, Any] = {"do_sample": False}
+    if item.temperature > 0:
+        sampling = {"do_sample": True, "temperature": item.temperature, "top_p": item.top_p, "top_k": 0}
+    pad = tok.pad_token_id if tok.pad_token_id is not None else next(iter(state.stop_ids), 0)
+    from transformers import StoppingCriteriaList
+
+    with torch.inference_mode():
+        lm.model.generate(**enc, max_new_tokens=item.max_tokens, num_beams=1, pad_token_id=pad,
+                          eos_token_id=sorted(state.stop_ids) or None, stopping_criteria=StoppingCriteriaList([state]),
+                          **sampling)
+    return state.finish()
+
+
+class _Stream:
+    """A `StoppingCriteria` that sees every new token: decodes, emits the safe new text, decides the end."""
+
+    def __init__(self, tok: Any, prompt_len: int, item: ChatItem, stop_ids: set[int], emit: Callable[[str], None],
+                 cancelled: Callable[[], bool]):
+        self.tok, self.prompt_len, self.item, self.stop_ids = tok, prompt_len, item, stop_ids
+        self.emit, self.cancelled = emit, cancelled
+        self.hold = max((len(s) for s in item.stops), default=1) - 1
+        self.ids: list[int] = []
+        self.sent = ""
+        self.text = ""
+        self.reason: str | None = None
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        if self.reason is None:
+            self._step(int(input_ids[0, -1]))
+        return torch.full((input_ids.shape[0],), self.reason is not None, dtype=torch.bool, device=input_ids.device)
+
+    def _step(self, token: int) -> None:
+        if token in self.stop_ids:
+            self.reason = "stop"
+        else:
+            self.ids.append(token)
+            self.text = self.tok.decode(self.ids, skip_special_tokens=True)
+            hits = [p for p in (self.text.find(s) for s in self.item.stops) if p >= 0]
+            if hits:
+                self.text, self.reason = self.text[: min(hits)], "stop"
+            elif len(self.ids) >= self.item.max_tokens:
+                self.reason = "length"
+            elif self.cancelled():
+                self.reason = "length"  # nobody reads it any more
+        if self.reason is None:
+            self._send(self.text[: len(self.text) - self.hold].rstrip("\ufffd"))
+
+    def _send(self, safe: str) -> None:
+        if len(safe) > len(self.sent) and safe.startswith(self.sent):
+            self.emit(safe[len(self.sent):])
+            self.sent = safe
+
+    def finish(self) -> ChatOutput:
+        self._send(self.text)
+        return ChatOutput(self.text, self.prompt_len, len(self.ids), self.reason or "length")
 
 
 # ----- latent entities ------------------------------------------------------------------------

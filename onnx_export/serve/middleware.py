@@ -31,7 +31,7 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 async def _send_error(send: Any, status: int, message: str, code: str,
                       extra_headers: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
     body = json.dumps({"error": {"message": message, "type": _ERROR_TYPES.get(status, "invalid_request_error"),
-                                 "code": code}}).encode()
+                                 "param": None, "code": code}}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close"), *extra_headers]})

@@ -1,5 +1,6 @@
 """Operations routes: `/healthz` (liveness + what is loaded; never needs the key) and `/metrics`
-(Prometheus text format)."""
+(Prometheus text format; needs the key like every other route, unless the server runs with
+`--metrics-public`, for scrapers that carry no key: the metrics name routes, models and traffic)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from latentsearch import __version__
 from latentsearch.models.registry import loaded_models
 from latentsearch.onnx_export.serve.errors import AUTH_ERRORS
 from latentsearch.onnx_export.serve.schemas import Health
-from latentsearch.onnx_export.serve.security import require_api_key
+from latentsearch.onnx_export.serve.security import require_api_key_for_metrics
 from latentsearch.onnx_export.serve.services import Services, get_services
 
 router = APIRouter(tags=["operations"])
@@ -23,7 +24,7 @@ async def healthz(services: Services = Depends(get_services)) -> Health:
                   index=services.settings.index, backend=services.settings.backend.resolved_kind)
 
 
-@router.get("/metrics", summary="Prometheus metrics", dependencies=[Depends(require_api_key)],
+@router.get("/metrics", summary="Prometheus metrics", dependencies=[Depends(require_api_key_for_metrics)],
             responses={**AUTH_ERRORS, 200: {"content": {"text/plain": {"schema": {"type": "string"}}},
                                             "description": "Prometheus text exposition format"}})
 async def metrics(services: Services = Depends(get_services)) -> Response:

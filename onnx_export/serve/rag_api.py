@@ -20,6 +20,7 @@ from latentsearch.onnx_export.serve.guards import IndexName, check_prompt, gener
 from latentsearch.onnx_export.serve.security import require_api_key
 from latentsearch.onnx_export.serve.services import Services, get_services
 from latentsearch.query.rag import Answer, answer_from_passages, passages_from_hits
+from latentsearch.query.search import Fusion
 
 router = APIRouter(tags=["rag"], dependencies=[Depends(require_api_key)],
                    responses={**AUTH_ERRORS, **BODY_ERRORS, **MODEL_ERRORS,
@@ -37,6 +38,8 @@ class RagRequest(BaseModel):
     filter: dict[str, Any] | None = Field(None, description="OpenSearch DSL clause or {metadata field: value(s)}")
     max_tokens: int | None = Field(None, ge=1, description="Answer length cap (default rag.max_new_tokens)")
     rewrite: bool = Field(True, description="false: plain k-NN without latent filters")
+    fusion: Fusion | None = Field(None, description="hybrid: rrf or min_max (default: the fitted one)")
+    weights: tuple[float, float] | None = Field(None, description="hybrid min_max: (BM25, k-NN) weights")
 
 
 class _ServerLLM:
@@ -65,7 +68,8 @@ def _answer(services: Services, body: RagRequest, loop: asyncio.AbstractEventLoo
         try:
             with lock:
                 result = retriever.search(body.question, k=body.k or config.k, mode=body.mode,
-                                          strictness=body.strictness, filter=body.filter, rewrite=body.rewrite)
+                                          strictness=body.strictness, filter=body.filter, rewrite=body.rewrite,
+                                          fusion=body.fusion, weights=body.weights)
         except ValueError as err:
             raise ApiError(422, str(err), "invalid_option") from err
     return answer_from_passages(body.question, passages_from_hits(result.hits), _ServerLLM(services, loop),

@@ -33,6 +33,7 @@ class ErrorBody(BaseModel):
     message: str = Field(description="What went wrong and, where possible, how to fix it")
     type: str = Field(description="invalid_request_error | authentication_error | request_too_large | "
                                   "not_found | service_unavailable | backend_error | server_error")
+    param: str | None = Field(None, description="The request field at fault, when one is (e.g. `model`)")
     code: str | None = None
     details: list[dict[str, Any]] | None = Field(None, description="Per-field validation errors (422)")
 
@@ -50,7 +51,8 @@ class EmbeddingRequest(_Lenient):
         description="A text or a non-empty list of texts. Token-id arrays are refused: send text "
                     "(LangChain: OpenAIEmbeddings(check_embedding_ctx_length=False))."
     )
-    model: str | None = Field(None, description="Accepted for compatibility; the configured embedder answers")
+    model: str | None = Field(None, description="The embedding model (GET /v1/models); omitted: the configured "
+                                                "embedder; any other name gets 404 model_not_found")
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1, description="Must equal the model's dimension when given")
     user: str | None = None
@@ -110,8 +112,9 @@ class ChatMessage(_Lenient):
 
 
 class ChatCompletionRequest(_Lenient):
-    model: str | None = Field(None, description="The extractor's name (see /v1/models) selects the adapter-merged "
-                                "extractor LM; any other name: the configured chat LLM answers")
+    model: str | None = Field(None, description="A chat model of GET /v1/models: the chat LLM, or the extractor's "
+                                "name for the adapter-merged extractor LM; omitted: the chat LLM; any other name "
+                                "gets 404 model_not_found")
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1, description="New tokens at most (default 128)")
     max_completion_tokens: int | None = Field(None, ge=1, description="Alias of max_tokens (newer clients)")
@@ -120,6 +123,8 @@ class ChatCompletionRequest(_Lenient):
     n: int = Field(1, ge=1, le=8)
     stop: str | list[str] | None = None
     stream: bool = False
+    stream_options: dict[str, Any] | None = Field(None, description="{\"include_usage\": true}: a last chunk with "
+                                                  "`usage` and no choices")
     seed: int | None = Field(None, description="Accepted; sampling is not seeded per request")
     user: str | None = None
     tools: list[Any] | None = Field(None, description="Not supported: a request with tools gets 400")
@@ -132,6 +137,8 @@ class ChatCompletionRequest(_Lenient):
         if self.tools or self.functions or self.tool_choice not in (None, "none"):
             return ("tools / function calling is not supported by this server (the local LLM has no tool use): "
                     "send the request without `tools`, `functions` and `tool_choice`")
+        if self.stream and self.n > 1:
+            return "`n` > 1 cannot be streamed here: send n = 1 with `stream`, or `stream: false`"
         kind = (self.response_format or {}).get("type", "text")
         if kind != "text":
             return (f"response_format {kind!r} is not supported (no constrained JSON output here); supported: "

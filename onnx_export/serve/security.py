@@ -29,6 +29,16 @@ async def require_api_key(
         raise ApiError(401, problem[1], problem[0], headers={"WWW-Authenticate": "Bearer"})
 
 
+async def require_api_key_for_metrics(
+    request: Request,
+    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+    header_key: str | None = Depends(api_key_header),
+) -> None:
+    """/metrics: the key like every route, unless the server runs with `--metrics-public`."""
+    if not request.app.state.services.config.metrics_public:
+        await require_api_key(request, credentials, header_key)
+
+
 def key_problem(given: str | None, expected: str) -> tuple[str, str] | None:
     """(code, message) when `given` is not the key; shared by the route dependency and the
     middleware that answers before the body is read."""

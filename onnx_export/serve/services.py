@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fastapi import Request
@@ -144,6 +144,18 @@ class Services:
         if model is not None and model == self.extractor_name and model != self.llm_name:
             return await self.generate(messages, batcher=self.extractor_chat, **kw)
         return await self.generate(messages, **kw)
+
+    async def stream_with(self, model: str | None, messages: list[dict[str, str]], emit: Callable[[str], None],
+                          cancelled: Callable[[], bool], *, max_tokens: int, temperature: float = 0.0,
+                          top_p: float = 1.0, stops: tuple[str, ...] = ()) -> inference.ChatOutput:
+        """One streamed answer (`emit` gets each new piece of text, on the model's thread). It bypasses the
+        micro-batcher (tokens go out as they are made, not when a batch ends) but runs on the model's worker
+        thread, serialised with its batches like one more batch."""
+        extractor = model is not None and model == self.extractor_name and model != self.llm_name
+        batcher, load = (self.extractor_chat, self.extractor_lm) if extractor else (self.chat, self.llm)
+        turns = tuple((m["role"], m["content"]) for m in messages)
+        item = inference.ChatItem(turns, max_tokens, temperature, top_p, stops)
+        return await batcher.run_in_worker(lambda: inference.stream_generate(load(), item, emit, cancelled))
 
     async def embed(self, texts: Sequence[str]) -> list[inference.Embedded]:
         return await self.embeddings.submit(list(texts))

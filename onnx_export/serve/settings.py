@@ -18,10 +18,13 @@ class ServeConfig(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
-    api_key: SecretStr | None = Field(None, description="When set, every route but /healthz needs it (401)")
+    api_key: SecretStr | None = Field(None, description="When set, every route but /healthz and /ui needs it (401)")
+    metrics_public: bool = Field(False, description="Serve /metrics without the key (for a Prometheus scraper that "
+                                 "carries none); off by default: the metrics show routes, traffic and model names")
     max_batch: int = Field(32, ge=1, le=1024, description="Most inputs merged into one embedder call; 1 = no batching")
     max_batch_llm: int = Field(8, ge=1, le=256, description="Most prompts merged into one LLM call (chat, extract)")
-    batch_wait_ms: float = Field(5.0, ge=0, le=1000, description="How long a batch waits for company once started")
+    batch_wait_ms: float = Field(5.0, ge=0, le=1000, description="How long a batch waits for company once started (only when "
+                                 "the previous call served several requests: a lone client never waits)")
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="Larger request bodies get 413")
     max_inputs: int = Field(256, ge=1, description="Most texts per request (embeddings, extract, mentions); more get 413")
     max_types: int = Field(16, ge=1, description="Most latent entity types per /extract request")
