@@ -41,6 +41,9 @@ def ingest(
     resume: Annotated[bool, typer.Option(help="Skip records a previous run already settled (checkpoint)")] = True,
     dead_letter: Annotated[Path | None, typer.Option(help="Where rejected records go (JSONL)")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar")] = True,
+    engine: Annotated[str, typer.Option(help="local (this process) or ray (Ray Data actor pools; pip install 'latentsearch[ray]')")] = "local",
+    ray_address: Annotated[str | None, typer.Option(help="--engine ray: the Ray cluster to join (e.g. ray://head:10001, auto; default RAY_ADDRESS, else a local Ray)")] = None,
+    ray_actors: Annotated[int | None, typer.Option(min=1, help="--engine ray: processor actors (each loads the models once; default the cluster's CPUs - 1)")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Ingest a corpus: read, chunk (embedder tokens), embed, bulk-write. Re-runs resume and never duplicate.
@@ -69,9 +72,14 @@ def ingest(
             fm["text_field"] = text_field if len(text_field) > 1 else text_field[0]
         if title_field:
             fm["title_field"] = title_field
+        if engine not in ("local", "ray"):
+            fail(f"--engine {engine!r} is not supported: use local or ray")
+        if engine == "local" and (ray_address or ray_actors):
+            fail("--ray-address and --ray-actors apply to --engine ray only")
+        options = {"address": ray_address, "actors": ray_actors} if engine == "ray" else None
         report = run_ingest(
             path, settings, fields=FieldMap(**fm), fmt=format, limit=limit, resume=resume,
-            dead_letter_path=dead_letter, progress=progress and not as_json,
+            dead_letter_path=dead_letter, progress=progress and not as_json, engine=engine, engine_options=options,
         )
         if as_json:
             stdout.print_json(report.model_dump_json())
