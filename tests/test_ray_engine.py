@@ -161,3 +161,20 @@ def test_a_driver_crash_with_later_batches_written_then_rerun(home: Path, scifac
     report = ingest(corpus, settings, progress=False, engine="ray")
     assert report.resumed_from_item == settled[0] and report.records_read == 100 - settled[0]
     _assert_same_index(_expected(home, corpus, settings), _docs(home, "drv"))
+
+
+@pytest.mark.slow
+def test_ray_engine_on_200_abstracts_with_latent_entities(home: Path, scifact_sample: Path) -> None:
+    """The issue's check: 200 SciFact abstracts, latent `disease` and `anatomy` from titles, local vs ray
+    (`-s` prints both runs' figures)."""
+    corpus = _corpus(home, scifact_sample, 200)
+    settings = load_settings(index="loc", entities={"text_type": "biomedical abstract",
+                                                    "latent_types": ["disease", "anatomy"]},
+                             ingest={"cache": False, "latent_input": "title"})
+    local = ingest(corpus, settings, progress=False)
+    report = ingest(corpus, settings, index="ray", progress=False, engine="ray")
+    print(f"\n200 abstracts, {local.chunks} chunks, 2 latent types from titles: local {local.seconds:.1f} s, "
+          f"ray (local, num_cpus=2: 1 enrichment actor) {report.seconds:.1f} s")
+    docs = _docs(home, "loc")
+    assert len(docs) == local.chunks == report.chunks and sum(bool(s.get("latent")) for s in docs.values()) > 100
+    _assert_same_index(docs, _docs(home, "ray"))
