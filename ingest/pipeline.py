@@ -162,15 +162,8 @@ def ingest(
     processors: list[Processor] | None = None,
     progress: bool = True,
     on_progress: Callable[[int], None] | None = None,
-    engine: str = "local",
-    engine_options: dict[str, Any] | None = None,
 ) -> IngestReport:
-    """Ingest a corpus into an index; safe to re-run (resumes from the checkpoint, overwrites by id).
-    `engine="ray"` runs the same stages on Ray Data (`ingest/ray_engine.py`; `engine_options` go to `ray_ingest`)."""
-    if engine != "local":
-        return _on_engine(engine, engine_options or {}, path, settings, index=index, fields=fields, fmt=fmt,
-                          limit=limit, resume=resume, dead_letter_path=dead_letter_path, backend=backend,
-                          processors=processors, progress=progress, on_progress=on_progress)
+    """Ingest a corpus into an index; safe to re-run (resumes from the checkpoint, overwrites by id)."""
     index = index or settings.index
     started = time.perf_counter()
     backend = backend or open_backend(settings.backend)
@@ -256,18 +249,6 @@ def ingest(
         stale_chunks_deleted=counters["stale_deleted"],
         resumed_from_item=resumed_from,
     )
-
-
-def _on_engine(engine: str, options: dict[str, Any], path: str | Path, settings: Settings, *,
-               backend: SearchBackend | None, processors: list[Processor] | None, **kwargs: Any) -> IngestReport:
-    if engine != "ray":
-        raise ValueError(f"unknown ingest engine {engine!r}: the supported engines are local and ray")
-    if backend is not None or processors is not None:
-        raise ValueError("engine=ray builds backends and processors inside its actors: pass backend_factory / "
-                         "processors_factory in engine_options instead of backend / processors")
-    from latentsearch.ingest.ray_engine import ray_ingest
-
-    return ray_ingest(path, settings, **kwargs, **options)
 
 
 def _delete_stale_chunks(backend: SearchBackend, index: str, chunks: list[Chunk]) -> int:

@@ -234,7 +234,7 @@ def ray_ingest(
     processors_factory: ProcessorsFactory | None = None,
     backend_factory: BackendFactory | None = None,
 ) -> IngestReport:
-    """`pipeline.ingest` on Ray Data. `address`: a Ray cluster (`ray://head:10001`, `auto`; default RAY_ADDRESS,
+    """`pipeline.ingest` on Ray Data (the CLI's `ingest --engine ray`). `address`: a Ray cluster (`ray://head:10001`, `auto`; default RAY_ADDRESS,
     else a local Ray with `num_cpus`); `actors`: processor actors (default: the cluster's CPUs - 1, at least 1);
     `writers`: writer actors. The factories build processors/backends inside the actors (default: the
     configured ones); they must be importable by the workers."""

@@ -17,6 +17,7 @@ from latentsearch.cli import app
 from latentsearch.config import Settings, load_settings
 from latentsearch.ingest.bulk import Checkpoint
 from latentsearch.ingest.pipeline import ingest
+from latentsearch.ingest.ray_engine import ray_ingest
 
 ray = pytest.importorskip("ray", reason="the Ray engine needs ray[data] (the [ray] extra; `make setup` installs it)")
 
@@ -58,12 +59,12 @@ def test_ray_engine_writes_the_same_index_as_the_local_path(home: Path, scifact_
     corpus = _corpus(home, scifact_sample, 30)
     settings = load_settings(index="loc", ingest={"cache": False})  # no cache: ray computes every vector itself
     local = ingest(corpus, settings, progress=False)
-    report = ingest(corpus, settings, index="ray", progress=False, engine="ray")
+    report = ray_ingest(corpus, settings, index="ray", progress=False)
     assert (report.records_read, report.chunks, report.chunks_written, report.rejected) == \
         (local.records_read, local.chunks, local.chunks_written, 0)
     assert report.embeddings_computed == report.chunks > 30
     _assert_same_index(_docs(home, "loc"), _docs(home, "ray"))
-    again = ingest(corpus, settings, index="ray", progress=False, engine="ray")  # the checkpoint holds
+    again = ray_ingest(corpus, settings, index="ray", progress=False)  # the checkpoint holds
     assert again.records_skipped_by_checkpoint == 30 and again.chunks == 0
 
 
@@ -73,7 +74,7 @@ def test_ray_engine_extracts_the_same_latent_values(home: Path, scifact_sample: 
                                                     "latent_types": ["disease", "anatomy"]},
                              ingest={"cache": False, "latent_input": "title"})
     ingest(corpus, settings, progress=False)
-    ingest(corpus, settings, index="ray", progress=False, engine="ray")
+    ray_ingest(corpus, settings, index="ray", progress=False)
     local, other = _docs(home, "loc"), _docs(home, "ray")
     assert sum(bool(s.get("latent")) for s in local.values()) >= 4  # extraction really ran
     _assert_same_index(local, other)
@@ -130,7 +131,7 @@ def test_a_writer_crash_then_rerun_gives_no_duplicates_and_no_losses(home: Path,
     corpus = _corpus(home, scifact_sample, 100)  # ~190 chunks: 3 batches of >= 64, bulk requests of 16
     settings = load_settings(index="crash", ingest={"embed_batch_size": 16, "write_batch_size": 16})
     with pytest.raises(Exception, match="simulated writer crash"):
-        ingest(corpus, settings, progress=False, engine="ray", engine_options={"backend_factory": crashing_backend})
+        ray_ingest(corpus, settings, progress=False, backend_factory=crashing_backend)
     partial = _docs(home, "crash")
     assert 0 < len(partial)
     # the checkpoint never claims more than was written: every record up to its line is whole in the index
@@ -139,7 +140,7 @@ def test_a_writer_crash_then_rerun_gives_no_duplicates_and_no_losses(home: Path,
     expected = _expected(home, corpus, settings)
     lines = {json.loads(x)["_id"]: i for i, x in enumerate(corpus.read_bytes().splitlines(), start=1)}
     assert {c for c in expected if lines[c.split("#")[0]] <= settled} <= set(partial)
-    report = ingest(corpus, settings, progress=False, engine="ray")
+    report = ray_ingest(corpus, settings, progress=False)
     assert report.resumed_from_item == settled and report.rejected == 0
     assert report.records_read + report.records_skipped_by_checkpoint == 100
     _assert_same_index(expected, _docs(home, "crash"))
@@ -156,9 +157,9 @@ def test_a_driver_crash_with_later_batches_written_then_rerun(home: Path, scifac
         raise KeyboardInterrupt("simulated driver crash")
 
     with pytest.raises(KeyboardInterrupt):
-        ingest(corpus, settings, progress=False, engine="ray", on_progress=die)
+        ray_ingest(corpus, settings, progress=False, on_progress=die)
     assert len(settled) == 1 and 0 < settled[0] < 100
-    report = ingest(corpus, settings, progress=False, engine="ray")
+    report = ray_ingest(corpus, settings, progress=False)
     assert report.resumed_from_item == settled[0] and report.records_read == 100 - settled[0]
     _assert_same_index(_expected(home, corpus, settings), _docs(home, "drv"))
 
@@ -172,7 +173,7 @@ def test_ray_engine_on_200_abstracts_with_latent_entities(home: Path, scifact_sa
                                                     "latent_types": ["disease", "anatomy"]},
                              ingest={"cache": False, "latent_input": "title"})
     local = ingest(corpus, settings, progress=False)
-    report = ingest(corpus, settings, index="ray", progress=False, engine="ray")
+    report = ray_ingest(corpus, settings, index="ray", progress=False)
     print(f"\n200 abstracts, {local.chunks} chunks, 2 latent types from titles: local {local.seconds:.1f} s, "
           f"ray (local, num_cpus=2: 1 enrichment actor) {report.seconds:.1f} s")
     docs = _docs(home, "loc")

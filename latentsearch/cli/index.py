@@ -76,11 +76,14 @@ def ingest(
             fail(f"--engine {engine!r} is not supported: use local or ray")
         if engine == "local" and (ray_address or ray_actors):
             fail("--ray-address and --ray-actors apply to --engine ray only")
-        options = {"address": ray_address, "actors": ray_actors} if engine == "ray" else None
-        report = run_ingest(
-            path, settings, fields=FieldMap(**fm), fmt=format, limit=limit, resume=resume,
-            dead_letter_path=dead_letter, progress=progress and not as_json, engine=engine, engine_options=options,
-        )
+        common: dict[str, Any] = dict(fields=FieldMap(**fm), fmt=format, limit=limit, resume=resume,
+                                      dead_letter_path=dead_letter, progress=progress and not as_json)
+        if engine == "ray":
+            from latentsearch.ingest.ray_engine import ray_ingest
+
+            report = ray_ingest(path, settings, address=ray_address, actors=ray_actors, **common)
+        else:
+            report = run_ingest(path, settings, **common)
         if as_json:
             stdout.print_json(report.model_dump_json())
             return
