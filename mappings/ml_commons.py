@@ -56,6 +56,8 @@ class MLCommonsConfig(BaseModel):
     ingest_pipeline: str = DEFAULT_INGEST_PIPELINE
     search_pipeline: str = DEFAULT_SEARCH_PIPELINE
     k: int = Field(10, ge=1, le=10_000, description="k of the k-NN query the search pipeline writes")
+    extract_timeout_s: int = Field(120, ge=1, le=3_600, description="Read timeout of the extract connector: an "
+                                   "LLM call per document, seconds on CPU (ML Commons' default is 30 s)")
     cluster_settings: bool = Field(True, description="Also PUT the ML Commons cluster settings")
 
     @property
@@ -131,7 +133,7 @@ def connector_body(key: ModelKey, cfg: MLCommonsConfig) -> dict[str, Any]:
         parameters = {}
         url, template = f"{base}/mentions", '{ "texts": ["${parameters.text}"] }'
         what = "entity mentions with type-aware vectors"
-    return {
+    body: dict[str, Any] = {
         "name": f"latentsearch-{key}",
         "description": f"latentsearch model server: {what}",
         "version": 1,
@@ -146,6 +148,9 @@ def connector_body(key: ModelKey, cfg: MLCommonsConfig) -> dict[str, Any]:
             "request_body": template,
         }],
     }
+    if key == "extract":  # generation on a CPU server outlasts the default read timeout under a bulk's parallel calls
+        body["client_config"] = {"read_timeout": cfg.extract_timeout_s}
+    return body
 
 
 def register_model_body(key: ModelKey, cfg: MLCommonsConfig, model_group_id: str, connector_id: str) -> dict[str, Any]:

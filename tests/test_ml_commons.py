@@ -125,6 +125,16 @@ def test_every_body_validates_against_the_spec(spec: SpecValidator) -> None:
             assert not errors, (step.name, errors)
 
 
+def test_only_the_extract_connector_waits_longer_and_the_spec_checks_it(spec: SpecValidator) -> None:
+    """An LLM call per document outlasts ML Commons' 30 s default read timeout on CPU: the extract connector
+    carries `client_config.read_timeout` (seconds; the real-node test runs extraction through it)."""
+    bodies = {s.name: s.body for s in plan(CFG) if s.name.endswith("connector")}
+    assert bodies["extract connector"]["client_config"] == {"read_timeout": 120}  # type: ignore[index]
+    assert all("client_config" not in b for n, b in bodies.items() if n != "extract connector")  # type: ignore[operator]
+    wrong = {**bodies["extract connector"], "client_config": {"read_timeout": "2 minutes"}}  # type: ignore[dict-item]
+    assert spec.validate_request_body("ml.create_connector", wrong)
+
+
 def test_the_spec_rejects_ml_inference_only_for_the_missing_processor(spec: SpecValidator) -> None:
     """Documents the gap: if the spec starts modelling `ml_inference`, this fails and the split above goes."""
     steps = {s.name: s for s in plan(CFG)}

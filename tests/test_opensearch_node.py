@@ -457,6 +457,59 @@ def test_opensearch_setup_ingest_and_search_pipelines(ml_commons, opensearch_nod
             assert ids(found)[0] == "d1#0" and len(ids(found)) == 3
 
 
+def test_opensearch_setup_extract_pipeline_enriches_latent_entities_on_the_node(ml_commons, opensearch_node,
+                                                                                 os_index, home):
+    """The cluster-side extraction path (issue 17): `opensearch-setup --models extract` registers a connector to the
+    real model server's `/extract` (LentEx: SmolLM2 + the shipped LoRA, on loopback); documents bulk-written through
+    the ingest pipeline get `latent.<type>` from its `ml_inference` processor, equal to what the server answers
+    for each text and to what local ingest's latent processor extracts (a free type and a closed label set)."""
+    pytest.importorskip("uvicorn")
+    import httpx
+    from typer.testing import CliRunner
+
+    from latentsearch.cli import app
+    from latentsearch.config import load_settings
+    from latentsearch.ingest.processors import LatentEntityProcessor
+    from latentsearch.models.factory import extractor_from_settings
+    from latentsearch.onnx_export.serve import ServeConfig, create_app
+    from tests.test_serve import LiveServer
+
+    schema = EntitySchema(text_type="biomedical abstract", latent_types=[
+        "disease", {"name": "study_type", "options": ["clinical trial", "laboratory study", "review"]}])
+    texts = ["Aspirin lowers the risk of heart attack in adults with diabetes.",
+             "Mice lacking the gene develop severe anemia."]
+    settings = load_settings(entities=schema.model_dump())
+    with LiveServer(create_app(ServeConfig(settings=settings))) as server:
+        direct = httpx.post(f"{server.url}/extract", timeout=600, json={  # also loads the model before the cluster calls
+            "texts": texts, "text_type": schema.text_type,
+            "types": [t.model_dump(exclude_none=True) for t in schema.latent_types]}).json()["results"]
+        result = CliRunner().invoke(app, ["opensearch-setup", "--url", opensearch_node.url, "--server-url", server.url,
+                                          "--models", "extract", "--text-type", schema.text_type, "--json"],
+                                    env={"LATENTSEARCH_ENTITIES__LATENT_TYPES": json.dumps(
+                                        [t.model_dump(exclude_none=True) for t in schema.latent_types])})
+        assert result.exit_code == 0, result.output
+        created = json.loads(result.stdout)
+        assert created["ids"]["extract_model_id"] and created["search_pipeline"] is None
+        body = index_body("opensearch", schema, dimension=384)
+        body["settings"]["index"]["default_pipeline"] = created["ingest_pipeline"]
+        # the bulk waits for one LLM extraction per document: more than backend_for's 30 s on a busy CPU
+        with open_backend(BackendConfig(kind="opensearch", url=opensearch_node.url, timeout_s=300,
+                                        max_retries=0)) as backend:
+            backend.create_index(os_index, body)
+            actions = [BulkAction(id=f"d{i}#0", source={"doc_id": f"d{i}", "chunk": {"no": 0, "count": 1}, "text": t})
+                       for i, t in enumerate(texts)]
+            results = backend.bulk(os_index, actions, refresh=True)
+            assert all(r.ok for r in results), results
+            stored = {h["_id"]: h["_source"] for h in backend.search(
+                os_index, {"query": {"match_all": {}}, "size": 10})["hits"]["hits"]}
+    local = LatentEntityProcessor(extractor_from_settings(settings.models), schema).compute(texts)
+    for i in range(len(texts)):
+        latent = stored[f"d{i}#0"]["latent"]
+        assert latent == direct[i]["latent"]  # the cluster stored exactly the server's answer
+        assert {k: v for k, v in latent.items() if v} == {k: v for k, v in local[i].items() if v}  # = local ingest
+        assert latent["study_type"][0] in {"clinical trial", "laboratory study", "review"}
+
+
 # ------------------------------------------------------------------------------------ the CLI
 def test_cli_ingest_search_info_delete_with_url(opensearch_node, home, os_index, scifact_sample):
     """`latentsearch ingest/search/info/delete-index --url` against the node, as the README shows them."""

@@ -42,6 +42,9 @@ def ingest(
     resume: Annotated[bool, typer.Option(help="Skip records a previous run already settled (checkpoint)")] = True,
     dead_letter: Annotated[Path | None, typer.Option(help="Where rejected records go (JSONL)")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar")] = True,
+    engine: Annotated[str, typer.Option(help="local (this process) or ray (Ray Data actor pools; pip install 'latentsearch[ray]')")] = "local",
+    ray_address: Annotated[str | None, typer.Option(help="--engine ray: the Ray cluster to join (e.g. ray://head:10001, auto; default RAY_ADDRESS, else a local Ray)")] = None,
+    ray_actors: Annotated[int | None, typer.Option(min=1, help="--engine ray: processor actors (each loads the models once; default the cluster's CPUs - 1)")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Ingest a corpus: read, chunk (embedder tokens), embed, bulk-write. Re-runs resume and never duplicate.
@@ -72,10 +75,18 @@ def ingest(
             fm["text_field"] = text_field if len(text_field) > 1 else text_field[0]
         if title_field:
             fm["title_field"] = title_field
-        report = run_ingest(
-            path, settings, fields=FieldMap(**fm), fmt=format, limit=limit, resume=resume,
-            dead_letter_path=dead_letter, progress=progress and not as_json,
-        )
+        if engine not in ("local", "ray"):
+            fail(f"--engine {engine!r} is not supported: use local or ray")
+        if engine == "local" and (ray_address or ray_actors):
+            fail("--ray-address and --ray-actors apply to --engine ray only")
+        common: dict[str, Any] = dict(fields=FieldMap(**fm), fmt=format, limit=limit, resume=resume,
+                                      dead_letter_path=dead_letter, progress=progress and not as_json)
+        if engine == "ray":
+            from latentsearch.ingest.ray_engine import ray_ingest
+
+            report = ray_ingest(path, settings, address=ray_address, actors=ray_actors, **common)
+        else:
+            report = run_ingest(path, settings, **common)
         if as_json:
             stdout.print_json(report.model_dump_json())
             return
