@@ -222,12 +222,7 @@ def ingest(
             if on_progress:
                 on_progress(done)
     backend.refresh(index)
-    concepts = None
-    if settings.ingest.vocabulary and settings.ingest.latent and mapping_schema and mapping_schema.latent_types:
-        from latentsearch.ingest.vocabulary import update_index_vocabulary
-
-        vocab = update_index_vocabulary(backend, index, embedder)
-        concepts = sum(len(cs) for cs in vocab.concepts.values())
+    concepts = update_vocabulary_after_ingest(backend, index, settings, mapping_schema, embedder)
     dead.close()
     if cache is not None:
         cache.close()
@@ -277,3 +272,15 @@ def _safe_count(path: str | Path, fmt: str | None) -> int | None:
         return count_records(path, fmt)
     except Exception:
         return None
+
+
+def update_vocabulary_after_ingest(backend: SearchBackend, index: str, settings: Settings, schema: Any,
+                                   embedder: Any) -> int | None:
+    """The value vocabulary brought up to date at the end of an ingest that extracted latent values (every
+    engine runs this); the number of concepts, or None when it was not updated."""
+    if not (settings.ingest.vocabulary and settings.ingest.latent and schema and schema.latent_types):
+        return None
+    from latentsearch.ingest.vocabulary import update_index_vocabulary
+
+    vocab = update_index_vocabulary(backend, index, embedder)
+    return sum(len(cs) for cs in vocab.concepts.values())

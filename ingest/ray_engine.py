@@ -35,6 +35,7 @@ from latentsearch.ingest.pipeline import (
     _delete_stale_chunks,
     default_processors,
     ensure_index,
+    update_vocabulary_after_ingest,
 )
 from latentsearch.ingest.processors import EmbeddingProcessor, Processor
 from latentsearch.ingest.readers import FieldMap, count_records, read_records
@@ -323,6 +324,7 @@ def _run(ray: Any, path: str | Path, settings: Settings, *, index: str | None, f
         raise RuntimeError(f"ray ingest ended with unsettled batches after item {checkpoint.line}: "
                            f"{sorted(written)}; re-run to resume from the checkpoint")
     backend.refresh(index)
+    concepts = update_vocabulary_after_ingest(backend, index, settings, mapping_schema, embedder)
     dead.close()
     seconds = time.perf_counter() - started
     return IngestReport(
@@ -343,6 +345,7 @@ def _run(ray: Any, path: str | Path, settings: Settings, *, index: str | None, f
         dead_letter=str(dead.path) if dead.count else None,
         stale_chunks_deleted=totals["stale"],
         resumed_from_item=resumed_from,
+        vocabulary_concepts=concepts,
     )
 
 
