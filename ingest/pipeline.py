@@ -149,6 +149,28 @@ def _batches(items: Iterator[SourceRecord | Rejected], chunker: TokenChunker, de
         yield batch
 
 
+def open_target(backend: SearchBackend, settings: Settings, index: str, embedder: Embedder, path: str | Path, *,
+                resume: bool, dead_letter_path: str | Path | None) -> tuple[bool, Any, Checkpoint, DeadLetter]:
+    """What every ingest engine does before reading: create the index if needed and refuse a different entity
+    schema, load the checkpoint (reset when not resuming or the index is new) and open the dead letter.
+    Returns (created, the index's entity schema, checkpoint, dead letter)."""
+    created = ensure_index(backend, settings, index, embedder)
+    mapping_schema = schema_from_mapping(backend.get_mapping(index))
+    if mapping_schema is not None and mapping_schema != settings.entities and settings.entities.latent_types:
+        raise IndexMismatchError(
+            f"index `{index}` was created with a different entity schema ({mapping_schema.type_names}); "
+            "ingest with that schema or into a new index"
+        )
+    target = f"{backend.kind}:{settings.backend.url or settings.backend.resolved_embedded_path}"
+    checkpoint = Checkpoint.load(settings.home, path, index, target)
+    if not resume or created:  # a new (or re-created) index has none of the earlier progress
+        checkpoint.line = 0
+        checkpoint.written = 0
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    dead = DeadLetter(dead_letter_path or settings.home / "deadletter" / f"{index}-{stamp}.jsonl")
+    return created, mapping_schema, checkpoint, dead
+
+
 def ingest(
     path: str | Path,
     settings: Settings,
@@ -169,14 +191,9 @@ def ingest(
     started = time.perf_counter()
     backend = backend or open_backend(settings.backend)
     embedder = get_embedder(settings.models.embedder, settings.models.device)
-    created = ensure_index(backend, settings, index, embedder)
-    mapping_schema = schema_from_mapping(backend.get_mapping(index))
-    if mapping_schema is not None and mapping_schema != settings.entities and settings.entities.latent_types:
-        raise IndexMismatchError(
-            f"index `{index}` was created with a different entity schema ({mapping_schema.type_names}); "
-            "ingest with that schema or into a new index"
-        )
-
+    created, mapping_schema, checkpoint, dead = open_target(backend, settings, index, embedder, path,
+                                                            resume=resume, dead_letter_path=dead_letter_path)
+    resumed_from = checkpoint.line
     chunk_tokens = settings.ingest.chunk_tokens or default_chunk_tokens(embedder.max_tokens)
     chunker = TokenChunker(embedder.tokenizer, chunk_tokens, settings.ingest.chunk_overlap,
                            model_max_tokens=embedder.max_tokens)
@@ -185,13 +202,6 @@ def ingest(
     cache = ContentCache(settings.cache_dir / "processors.sqlite") if settings.ingest.cache else None
 
     target = f"{backend.kind}:{settings.backend.url or settings.backend.resolved_embedded_path}"
-    checkpoint = Checkpoint.load(settings.home, path, index, target)
-    if not resume or created:  # a new (or re-created) index has none of the earlier progress
-        checkpoint.line = 0
-        checkpoint.written = 0
-    resumed_from = checkpoint.line
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    dead = DeadLetter(dead_letter_path or settings.home / "deadletter" / f"{index}-{stamp}.jsonl")
     writer = BulkWriter(
         backend, index, dead,
         batch_size=settings.ingest.write_batch_size,

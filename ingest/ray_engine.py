@@ -26,21 +26,19 @@ from typing import Any
 from latentsearch.backends import SearchBackend, open_backend
 from latentsearch.cache import ContentCache
 from latentsearch.config import Settings
-from latentsearch.ingest.bulk import BulkWriter, Checkpoint, DeadLetter
+from latentsearch.ingest.bulk import BulkWriter, DeadLetter
 from latentsearch.ingest.chunking import TokenChunker, default_chunk_tokens
 from latentsearch.ingest.pipeline import (
-    IndexMismatchError,
     IngestReport,
     _batches,
     _delete_stale_chunks,
     default_processors,
-    ensure_index,
+    open_target,
     update_vocabulary_after_ingest,
 )
 from latentsearch.ingest.processors import EmbeddingProcessor, Processor
 from latentsearch.ingest.readers import FieldMap, count_records, read_records
 from latentsearch.ingest.records import Rejected
-from latentsearch.mappings import schema_from_mapping
 from latentsearch.models.embedder import Embedder
 from latentsearch.models.factory import get_embedder
 from latentsearch.progress import progress_bar
@@ -262,21 +260,9 @@ def _run(ray: Any, path: str | Path, settings: Settings, *, index: str | None, f
     index = index or settings.index
     backend = (backend_factory or _open)(settings)
     embedder = get_embedder(settings.models.embedder, settings.models.device)
-    created = ensure_index(backend, settings, index, embedder)
-    mapping_schema = schema_from_mapping(backend.get_mapping(index))
-    if mapping_schema is not None and mapping_schema != settings.entities and settings.entities.latent_types:
-        raise IndexMismatchError(
-            f"index `{index}` was created with a different entity schema ({mapping_schema.type_names}); "
-            "ingest with that schema or into a new index"
-        )
-    target = f"{backend.kind}:{settings.backend.url or settings.backend.resolved_embedded_path}"
-    checkpoint = Checkpoint.load(settings.home, path, index, target)
-    if not resume or created:
-        checkpoint.line = 0
-        checkpoint.written = 0
+    created, mapping_schema, checkpoint, dead = open_target(backend, settings, index, embedder, path,
+                                                            resume=resume, dead_letter_path=dead_letter_path)
     resumed_from = checkpoint.line
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    dead = DeadLetter(dead_letter_path or settings.home / "deadletter" / f"{index}-{stamp}.jsonl")
     fm = fields if isinstance(fields, FieldMap) else FieldMap(**(fields or {}))
     totals = {"read": 0, "skipped": 0, "chunks": 0, "written": 0, "retries": 0, "computed": 0, "cached": 0,
               "stale": 0}
