@@ -131,12 +131,15 @@ class LatentEntityProcessor(Processor):
 
     def compute(self, texts: list[str]) -> list[Any]:
         """The texts in sub-batches of one model call each (the extractor's own grouping, so its outputs are
-        unchanged), reporting each to `progress`."""
+        unchanged), reporting each to `progress`. Texts of similar length share a sub-batch (longest first), so
+        the padded prefix pass wastes little; outputs come back in the input order."""
         step = self._sub_batch()
-        out: list[Any] = []
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        out: list[Any] = [None] * len(texts)
         for i in range(0, len(texts), step):
-            part = texts[i: i + step]
-            out.extend(self._compute(part))
+            part = order[i: i + step]
+            for k, value in zip(part, self._compute([texts[k] for k in part])):
+                out[k] = value
             self._report(len(part))
         return out
 

@@ -91,3 +91,36 @@ def _score_full(ex, prompt: str, options: list[str]) -> str:
     mask = enc["attention_mask"][:, 1:].clone()
     mask[:, : n_prompt - 1] = 0
     return options[int(((logp * mask).sum(1) / mask.sum(1)).argmax())]
+
+
+def test_early_stop_decoding_gives_what_generate_gives(scifact_sample: Path) -> None:
+    """Rows leave the batch at their first answer line; the values equal transformers' `generate` (greedy, every
+    row to the longest answer's length), on both paths, and the batch of mixed lengths comes back in order."""
+    from latentsearch.models.extractor import LatentEntityExtractor
+
+    docs = [json.loads(line) for line in scifact_sample.read_text().splitlines()[:6]]
+    texts = [d["title"] for d in docs[:3]] + [d["text"][:300] for d in docs[3:]]
+    types = [("disease", None), ("anatomical term", None)]
+    for fmt in ("instruction-first", "text-first"):
+        ex = LatentEntityExtractor(prompt_format=fmt, batch_size=4)
+        fast = ex.extract_types(texts, "biomedical abstract", types)
+        ex.early_stop = False
+        assert ex.extract_types(texts, "biomedical abstract", types) == fast, fmt
+    # raw generation without `first_line` runs to the end token, like generate
+    prompts = [ex.prompt(t, "biomedical abstract", "disease") for t in texts[:2]]
+    ex.early_stop = False
+    slow = ex.generate(prompts)
+    ex.early_stop = True
+    assert ex.generate(prompts) == slow
+
+
+def test_token_classes_mark_line_breaks_and_content() -> None:
+    from latentsearch.models.extractor import LatentEntityExtractor, _token_classes
+
+    tok = LatentEntityExtractor().lm.tokenizer
+    newline, content = _token_classes(tok)
+    nl = tok("\n", add_special_tokens=False)["input_ids"][0]
+    word = tok(" heart", add_special_tokens=False)["input_ids"][0]
+    assert newline[nl] and not content[nl]
+    assert content[word] and not newline[word]
+    assert not content[tok.eos_token_id] and not newline[tok.eos_token_id]
