@@ -28,7 +28,9 @@ INSTRUCTIONS: tuple[str, ...] = (
     "Examine the {text_type} provided and determine the {latent_entity_type}.",
 )
 log = logging.getLogger(__name__)
-DEFAULT_ADAPTER = Path(__file__).parent / "artifacts" / "lentex-smollm2-lora"
+# text-first (shared-prefix extraction); its extraction eval is within a point of the instruction-first one
+DEFAULT_ADAPTER = Path(__file__).parent / "artifacts" / "lentex-smollm2-lora-textfirst"
+INSTRUCTION_FIRST_ADAPTER = Path(__file__).parent / "artifacts" / "lentex-smollm2-lora"  # the paper's prompt order
 
 _PREFIX = re.compile(
     r"^(answer|the answer is|output|label|entity|latent entity|the( \w+){1,4} (is|are)|it is|this is)\s*[:\-]?\s*",
@@ -197,6 +199,12 @@ class LatentEntityExtractor:
         cut = full.index(head) + len(head)
         return full[:cut], full[cut:]
 
+    def _is_torch(self) -> bool:
+        """The LLM is a torch module (KV-cache surgery and the early-stop decoder need one)."""
+        import torch
+
+        return isinstance(self.lm.model, torch.nn.Module)
+
     def _ids(self, text: str) -> list[int]:
         return self.lm.tokenizer(text, add_special_tokens=False)["input_ids"]
 
@@ -206,8 +214,8 @@ class LatentEntityExtractor:
     ) -> list[list[list[str]]]:
         """Every (type, options) for every text: out[type][text] = values. With a text-first adapter the text
         is run once per chunk and its KV cache reused for all types (shared-prefix extraction); otherwise
-        one `extract` per type."""
-        if self.prompt_format != "text-first" or not texts:
+        one `extract` per type (also for runtimes other than torch, e.g. the ONNX graph)."""
+        if self.prompt_format != "text-first" or not texts or not self._is_torch():
             return [self.extract(texts, text_type, name, options=opts, instruction=instruction) for name, opts in types]
         out: list[list[list[str]]] = [[[] for _ in texts] for _ in types]
         free = [t for t, (_, opts) in enumerate(types) if not opts]
@@ -299,7 +307,7 @@ class LatentEntityExtractor:
         for i in range(0, len(prompts), self.batch_size):
             batch = [prompts[k] for k in order[i : i + self.batch_size]]
             enc = tok(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-            if self.early_stop and isinstance(self.lm.model, torch.nn.Module):
+            if self.early_stop and self._is_torch():
                 outputs.extend(self._greedy(enc["input_ids"], enc["attention_mask"], None, first_line))
                 continue
             with torch.inference_mode():
@@ -334,7 +342,7 @@ class LatentEntityExtractor:
         prompts = [self.prompt(t, text_type, latent_entity_type, instruction) for t in texts]
         return [normalize_answer(raw, self.max_values) for raw in self.generate(prompts, first_line=True)]
 
-    def _greedy(self, ids, mask, cache, first_line: bool) -> list[str]:  # noqa: ANN001 (torch tensors)
+    def _greedy(self, ids, mask, cache, first_line: bool) -> list[str]:
         """Greedy decoding that drops a row from the batch as soon as it is finished: at its end token, or
         (`first_line`) at the end of its first non-empty line. `cache` (or None) holds the first
         `cache.get_seq_length()` tokens of `ids`. Same tokens as `generate(do_sample=False)` for every row up
@@ -418,7 +426,8 @@ class LatentEntityExtractor:
                   add_special_tokens=False).to(self.device)
         n, p_len = len(options), p_ids.shape[1]
         with torch.inference_mode():
-            head = self.lm.model(input_ids=p_ids, use_cache=True, logits_to_keep=1)
+            last_only = {"logits_to_keep": 1} if self._is_torch() else {}  # the ONNX graph returns all
+            head = self.lm.model(input_ids=p_ids, use_cache=True, **last_only)
             cache = head.past_key_values
             cache.batch_repeat_interleave(n)
             mask = torch.cat([torch.ones((n, p_len), dtype=enc["attention_mask"].dtype, device=self.device),
@@ -441,7 +450,7 @@ def _by_length(texts: Sequence[str]) -> list[int]:
 _TOKEN_CLASSES: dict[int, tuple] = {}
 
 
-def _token_classes(tok) -> tuple:  # noqa: ANN001 (a transformers tokenizer)
+def _token_classes(tok) -> tuple:
     """Two bool tensors over the vocabulary, computed once per tokenizer: the token's text holds a line
     break; the token's text holds a non-blank character (special tokens: neither)."""
     key = id(tok)

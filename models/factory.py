@@ -70,12 +70,22 @@ def extractor_from_settings(models: ModelsConfig, device: str | None = None, **k
         key_id = hashlib.sha256(key.encode()).hexdigest()[:8] if key else "none"  # never the secret itself
         cache_key = ("remote-extractor", models.extractor_url, model, key_id, str(models.extractor_concurrency),
                      *(f"{k}={v}" for k, v in sorted(kwargs.items())))
-        return cached(cache_key, lambda: RemoteExtractor(  # type: ignore[return-value]
+        fmt = _prompt_format(models.extractor_adapter)
+        return cached((*cache_key, fmt), lambda: RemoteExtractor(  # type: ignore[return-value]
             models.extractor_url, model, key, models.extractor_concurrency,  # type: ignore[arg-type]
-            tokenizer=_tokenizer(models.llm), **kwargs))
+            tokenizer=_tokenizer(models.llm), prompt_format=fmt, **kwargs))
     if models.extractor_int8:
         kwargs["int8"] = True  # type: ignore[assignment]
     return get_extractor(models.llm, models.extractor_adapter, device or models.device, **kwargs)
+
+
+def _prompt_format(adapter: str) -> str:
+    """The prompt format of the adapter the endpoint serves, read from the same folder here (its lentex.json);
+    an adapter this machine does not have: instruction-first (the original LentEx prompt)."""
+    from latentsearch.models.extractor import DEFAULT_ADAPTER, adapter_prompt_format
+
+    folder = DEFAULT_ADAPTER if adapter == "default" else None if adapter == "none" else Path(adapter).expanduser()
+    return adapter_prompt_format(folder if folder is not None and folder.is_dir() else None)
 
 
 def _tokenizer(llm: str):

@@ -3,7 +3,7 @@ hosted API): the same prompt (`user_message` through the endpoint's chat templat
 normalisation (`normalize_answer`) as the local extractor, so a corpus can be enriched by a GPU box
 or a pool of servers while ingest stays on a small machine.
 
-    extractor = RemoteExtractor("http://gpu-box:8000/v1", model="SmolLM2-135M-Instruct+lentex-smollm2-lora")
+    extractor = RemoteExtractor("http://gpu-box:8000/v1", model="SmolLM2-135M-Instruct+lentex-smollm2-lora-textfirst")
     extractor.extract(["The striker curled it into the top corner..."], "sports commentary", "sport name")
 
 Requests run on a bounded pool (`concurrency`), each retried with exponential backoff on connection
@@ -58,10 +58,12 @@ class RemoteExtractor:
         timeout_s: float = 120.0,
         tokenizer: object | None = None,
         batch_size: int = 16,  # accepted for the local extractor's signature; the pool bounds concurrency
+        prompt_format: str = "instruction-first",  # the served adapter's (its lentex.json)
     ):
         base = url.rstrip("/")
         self.endpoint = base if base.endswith("/chat/completions") else base + "/chat/completions"
         self.model_name = model
+        self.prompt_format = prompt_format
         self.concurrency = max(1, concurrency)
         self.max_new_tokens = max_new_tokens
         self.max_input_tokens = max_input_tokens
@@ -80,8 +82,9 @@ class RemoteExtractor:
     @property
     def fingerprint(self) -> str:
         """Cache key: the endpoint and model answer, with these decoding settings."""
+        fmt = ":text-first" if self.prompt_format == "text-first" else ""
         return (f"lentex-remote:{self.endpoint}:{self.model_name}:{self.max_new_tokens}:"
-                f"{self.max_input_tokens}:{self.max_values}")
+                f"{self.max_input_tokens}:{self.max_values}{fmt}")
 
     def close(self) -> None:
         self._client.close()
@@ -133,8 +136,8 @@ class RemoteExtractor:
         """One list of values per text, in order; requests run `concurrency` at a time."""
         if not texts:
             return []
-        messages = [user_message(self._clip(t), text_type, latent_entity_type, instruction, options or None)
-                    for t in texts]
+        messages = [user_message(self._clip(t), text_type, latent_entity_type, instruction, options or None,
+                                 self.prompt_format) for t in texts]
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(messages))) as pool:
             raws = list(pool.map(self.complete, messages))
         if options:

@@ -298,6 +298,8 @@ class QueryRewriter:
             return {}
         out: dict[str, list[str]] = {}
         text_type = self.schema.query_text_type or self.schema.text_type
+        ns = f"query-latent:{getattr(self.extractor, 'fingerprint', type(self.extractor).__name__)}"
+        missing: list[tuple[Any, str]] = []  # (type, store key) the extractor has to answer
         for etype in self.schema.latent_types:
             if types is not None and etype.name not in types:
                 continue
@@ -306,20 +308,30 @@ class QueryRewriter:
                 self._cache.move_to_end(key)
                 out[etype.name] = self._cache[key]
                 continue
-            ns = f"query-latent:{getattr(self.extractor, 'fingerprint', type(self.extractor).__name__)}"
             skey = content_hash(f"{text_type}\x00{etype.prompt_name}\x00{etype.options}", text)
             stored = self.store.get_many(ns, [skey]) if self.store is not None else {}
             if skey in stored:
-                values = stored[skey]
+                out[etype.name] = self._remember(key, stored[skey])
             else:
-                values = self.extractor.extract([text], text_type, etype.prompt_name, options=etype.options)[0]
-                if self.store is not None:
-                    self.store.put_many(ns, {skey: values})
-            self._cache[key] = values
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-            out[etype.name] = values
-        return out
+                missing.append((etype, skey))
+        if missing:
+            asked = [(etype.prompt_name, etype.options) for etype, _ in missing]
+            if hasattr(self.extractor, "extract_types"):  # every type in one call (one shared prefix pass)
+                answers = [per_text[0] for per_text in self.extractor.extract_types([text], text_type, asked)]
+            else:
+                answers = [self.extractor.extract([text], text_type, name, options=opts)[0] for name, opts in asked]
+            for (etype, _), values in zip(missing, answers):
+                out[etype.name] = self._remember((etype.name, text), values)
+            if self.store is not None:
+                self.store.put_many(ns, {skey: values for (_, skey), values in zip(missing, answers)})
+        return {etype.name: out[etype.name] for etype in self.schema.latent_types if etype.name in out}
+
+    def _remember(self, key: tuple[str, str], values: Any) -> Any:
+        """Keep `values` in the in-process LRU under `key`."""
+        self._cache[key] = values
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return values
 
     def map_entities(self, entities: dict[str, list[str]], opts: RewriteOptions) -> tuple[list[EntityMapping], list[EntityMapping]]:
         """Entities -> index vocabulary. Returns (mapped, unmapped)."""
@@ -358,9 +370,7 @@ class QueryRewriter:
                     scored = sorted(zip(cands, probs), key=lambda x: -x[1])
                 else:
                     scored = [(self.extractor.extract([text], text_type, prompt, options=cands)[0][0], 1.0)]
-                self._cache[key] = scored
-                if len(self._cache) > self._cache_size:
-                    self._cache.popitem(last=False)
+                self._remember(key, scored)
             for value, conf in scored[: opts.values_per_type]:
                 forms = self.vocabulary.forms(etype, value)
                 m = EntityMapping(type=etype, extracted=value, values=forms,

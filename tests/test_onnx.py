@@ -172,7 +172,7 @@ def test_extractor_parity_with_pytorch(extractor_export: Path) -> None:
     names = [i.name for i in entry.inputs]
     assert names[:3] == ["input_ids", "attention_mask", "position_ids"]
     assert any(n.startswith("past_key_values.") for n in names), "exported without a KV cache"
-    assert entry.adapter and entry.adapter.endswith("lentex-smollm2-lora")
+    assert entry.adapter and entry.adapter.endswith("lentex-smollm2-lora-textfirst")
 
     torch_ex = get_extractor()  # SmolLM2 + the shipped LoRA adapter, merged
     onnx_ex = get_extractor(adapter=str(extractor_export))  # how ingest selects it: models.extractor_adapter

@@ -27,6 +27,8 @@ SHIPPED = [
     "latentsearch/mappings/generated/elasticsearch-index.json",
     "latentsearch/models/artifacts/lentex-smollm2-lora/adapter_model.safetensors",
     "latentsearch/models/artifacts/lentex-smollm2-lora/adapter_config.json",
+    "latentsearch/models/artifacts/lentex-smollm2-lora-textfirst/adapter_model.safetensors",
+    "latentsearch/models/artifacts/lentex-smollm2-lora-textfirst/lentex.json",
     "latentsearch/models/artifacts/mention-head-smollm2/head.safetensors",
     "latentsearch/models/artifacts/mention-head-smollm2/config.json",
     "latentsearch/onnx_export/serve/playground.html",

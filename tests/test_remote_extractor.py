@@ -1,7 +1,7 @@
 """Remote extraction (`models.extractor_url`) against a real `latentsearch serve` on loopback.
 
 Oracle: the local extractor (SmolLM2 + the shipped LoRA adapter, merged, greedy) on the same texts. The server
-answers chat requests naming the extractor model (`SmolLM2-135M-Instruct+lentex-smollm2-lora`) with that
+answers chat requests naming the extractor model (`SmolLM2-135M-Instruct+lentex-smollm2-lora-textfirst`) with that
 same adapter-merged LM, so remote and local must give the same values. The endpoint is killed mid-ingest
 (uvicorn shut down, connections refused) to check that nothing is lost: the ingest fails before writing
 the batch, and a re-run against the restarted endpoint resumes and lands every chunk exactly once.
@@ -83,7 +83,7 @@ def test_remote_gives_the_local_values(home: Path, scifact_sample: Path, n: int)
     with LiveServer(_free_port()) as live:
         remote = _remote(live.url)
         assert isinstance(remote, RemoteExtractor)
-        assert remote.model_name == "SmolLM2-135M-Instruct+lentex-smollm2-lora"  # the adapter, not the base LLM
+        assert remote.model_name == "SmolLM2-135M-Instruct+lentex-smollm2-lora-textfirst"  # the adapter, not the base LLM
         got = remote.extract(texts, "biomedical abstract", TYPE)
     assert got == local
     assert sum(1 for v in local if v) >= n // 2  # real answers, not all empty
@@ -101,7 +101,7 @@ def test_wrong_api_key_is_a_clear_error(home: Path) -> None:
     from latentsearch.models.remote_extractor import RemoteExtractionError, RemoteExtractor
 
     with LiveServer(_free_port()) as live:
-        ex = RemoteExtractor(live.url + "/v1", "SmolLM2-135M-Instruct+lentex-smollm2-lora", api_key="wrong")
+        ex = RemoteExtractor(live.url + "/v1", "SmolLM2-135M-Instruct+lentex-smollm2-lora-textfirst", api_key="wrong")
         with pytest.raises(RemoteExtractionError, match="401"):
             ex.extract(["Aspirin lowers fever."], "biomedical abstract", TYPE)
 
@@ -110,7 +110,7 @@ def test_an_endpoint_that_comes_back_is_retried(home: Path) -> None:
     from latentsearch.models.remote_extractor import RemoteExtractor
 
     port = _free_port()
-    ex = RemoteExtractor(f"http://127.0.0.1:{port}/v1", "SmolLM2-135M-Instruct+lentex-smollm2-lora", api_key=KEY,
+    ex = RemoteExtractor(f"http://127.0.0.1:{port}/v1", "SmolLM2-135M-Instruct+lentex-smollm2-lora-textfirst", api_key=KEY,
                          backoff_initial_s=1.0, max_retries=8)
     live = LiveServer(port)
     starter = threading.Timer(1.5, live.__enter__)  # nothing listens at first: connection refused, retried

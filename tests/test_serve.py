@@ -421,7 +421,7 @@ def test_unknown_model_names_are_404_with_the_served_list(server: LiveServer, cl
     openai = pytest.importorskip("openai")
     oc = openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY)
     served = [m.id for m in oc.models.list().data]
-    assert served == ["all-MiniLM-L6-v2", LLM, "SmolLM2-135M-Instruct+lentex-smollm2-lora"]
+    assert served == ["all-MiniLM-L6-v2", LLM, "SmolLM2-135M-Instruct+lentex-smollm2-lora-textfirst"]
     chat = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "temperature": 0}
     for route, body in [("/v1/chat/completions", {**chat, "model": "gpt-4o-mini"}),
                         ("/v1/chat/completions", {**chat, "model": "all-MiniLM-L6-v2"}),  # served, but cannot chat

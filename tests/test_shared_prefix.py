@@ -33,9 +33,10 @@ def test_unknown_prompt_format_lists_the_supported_ones() -> None:
 
 
 def test_adapter_folder_records_its_format(tmp_path: Path) -> None:
-    from latentsearch.models.extractor import DEFAULT_ADAPTER
+    from latentsearch.models.extractor import DEFAULT_ADAPTER, INSTRUCTION_FIRST_ADAPTER
 
-    assert adapter_prompt_format(DEFAULT_ADAPTER) == "instruction-first"  # the shipped adapter predates the file
+    assert adapter_prompt_format(DEFAULT_ADAPTER) == "text-first"  # the default: shared-prefix extraction
+    assert adapter_prompt_format(INSTRUCTION_FIRST_ADAPTER) == "instruction-first"  # predates the file
     (tmp_path / "lentex.json").write_text(json.dumps({"prompt_format": "text-first"}))
     assert adapter_prompt_format(tmp_path) == "text-first"
 

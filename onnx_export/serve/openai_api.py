@@ -112,7 +112,7 @@ _ROLES = {"developer": "system", "tool": "user"}
                               "description": "JSON, or server-sent events when `stream` is true"}})
 async def chat_completions(body: ChatCompletionRequest, services: Services = Depends(get_services)):
     """Completion of a conversation by the configured chat LLM (default SmolLM2-135M-Instruct).
-    `model` = the extractor's name (`/v1/models`, e.g. SmolLM2-135M-Instruct+lentex-smollm2-lora) answers with the
+    `model` = the extractor's name (`/v1/models`, e.g. SmolLM2-135M-Instruct+lentex-smollm2-lora-textfirst) answers with the
     LLM + LoRA adapter the extractor uses (remote extraction, `models.extractor_url`), the chat LLM's name (or
     none) with the chat LLM, any other name gets 404 `model_not_found`. `temperature: 0` is greedy and
     deterministic; `max_tokens` bounds the answer (finish_reason `length` when reached); `stop` strings cut it.
