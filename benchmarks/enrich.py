@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None, help="folder holding scifact/corpus.jsonl (default: the "
                         "500-abstract sample shipped in the package)")
     parser.add_argument("--limit", type=int, default=200, help="abstracts")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--adapter", default=str(REPO / "models/artifacts/lentex-smollm2-lora"),
                         help="instruction-first adapter for the baseline rows")
     parser.add_argument("--shared-adapter", default=str(REPO / "models/artifacts/lentex-smollm2-lora-textfirst"),

@@ -184,7 +184,7 @@ class IngestConfig(_Strict):
     chunk_overlap: int = Field(10, ge=0)
     embed_batch_size: int = Field(64, ge=1)
     latent: bool = Field(True, description="Extract latent entities when the entity schema lists types")
-    extract_batch_size: int = Field(16, ge=1)
+    extract_batch_size: int = Field(64, ge=1)
     mentions: bool = Field(
         False, description="Per-mention type-aware vectors (nested `mentions`); an LLM pass per chunk, "
         "slow on CPU, so off by default; `latentsearch entities` needs it"
