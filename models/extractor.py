@@ -216,7 +216,8 @@ class LatentEntityExtractor:
         """Every (type, options) for every text: out[type][text] = values. With a text-first adapter the text
         is run once per chunk and its KV cache reused for all types (shared-prefix extraction); otherwise
         one `extract` per type (also for runtimes other than torch, e.g. the ONNX graph)."""
-        if self.prompt_format != "text-first" or not texts or not self._is_torch():
+        single = len(texts) == 1 and sum(1 for _, opts in types if not opts) <= 1  # a question: one prompt
+        if self.prompt_format != "text-first" or not texts or not self._is_torch() or single:
             return [self.extract(texts, text_type, name, options=opts, instruction=instruction) for name, opts in types]
         out: list[list[list[str]]] = [[[] for _ in texts] for _ in types]
         free = [t for t, (_, opts) in enumerate(types) if not opts]
@@ -295,6 +296,27 @@ class LatentEntityExtractor:
                 )
                 decoded = tok.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
         return [decoded[r * n_types:(r + 1) * n_types] for r in range(len(texts))]
+
+    def _opening_cache(self, ids):
+        """A copy of the KV cache of the chat template's opening (system turn, user tag: every prompt's first
+        ~30 tokens) if `ids` starts with it, else None. Computed once per extractor: a lone question then runs
+        only its own tokens."""
+        import copy
+
+        import torch
+
+        if getattr(self, "_opening", None) is None:
+            a = self._ids(self.prompt("x", "a", "b"))
+            b = self._ids(self.prompt("y", "c", "d"))
+            k = next((i for i, (u, v) in enumerate(zip(a, b)) if u != v), 0)
+            with torch.inference_mode():
+                cache = self.lm.model.get_decoder()(input_ids=torch.tensor([a[:k]], device=self.device),
+                                                    use_cache=True).past_key_values if k else None
+            self._opening = (a[:k], cache)
+        opening, cache = self._opening
+        if cache is None or len(ids) <= len(opening) or ids[: len(opening)].tolist() != opening:
+            return None
+        return copy.deepcopy(cache)
 
     def _decode_packed(self, cache, prefix_mask, suffixes: list[list[list[int]]]) -> list[list[str]]:
         """Greedy first-line answers [text][type] with every type of a text in the text's own row: the row holds
@@ -425,6 +447,8 @@ class LatentEntityExtractor:
         decoder, head = self.lm.model.get_decoder(), self.lm.model.get_output_embeddings()
         newline, content = _token_classes(tok)
         eos = tok.eos_token_id
+        if cache is None and ids.shape[0] == 1:  # one prompt (a question): start from the cached chat opening
+            cache = self._opening_cache(ids[0])
         past = cache.get_seq_length() if cache is not None else 0
         mask = mask.to(self.device)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -497,8 +521,13 @@ class LatentEntityExtractor:
                   add_special_tokens=False).to(self.device)
         n, p_len = len(options), p_ids.shape[1]
         with torch.inference_mode():
-            last_only = {"logits_to_keep": 1} if self._is_torch() else {}  # the ONNX graph returns all
-            head = self.lm.model(input_ids=p_ids, use_cache=True, **last_only)
+            if self._is_torch():  # from the cached chat opening; logits of the last position only
+                opening = self._opening_cache(p_ids[0])
+                done = opening.get_seq_length() if opening is not None else 0
+                head = self.lm.model(input_ids=p_ids[:, done:], past_key_values=opening, use_cache=True,
+                                     logits_to_keep=1)
+            else:  # the ONNX graph: the whole prompt, every position's logits
+                head = self.lm.model(input_ids=p_ids, use_cache=True)
             cache = head.past_key_values
             cache.batch_repeat_interleave(n)
             mask = torch.cat([torch.ones((n, p_len), dtype=enc["attention_mask"].dtype, device=self.device),
