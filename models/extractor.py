@@ -239,8 +239,9 @@ class LatentEntityExtractor:
     def _generate_shared(self, texts: list[str], text_type: str, type_names: list[str],
                          instruction: int) -> list[list[str]]:
         """Greedy answers [text][type]: the prompts' common opening runs once for the batch, each text's prefix
-        (the tokens all its types' prompts share; padded before it) once, its cache is repeated per type,
-        the type suffixes follow (padded in the middle; positions come from the attention mask)."""
+        (the tokens all its types' prompts share; padded before it) once; then the types are decoded side by
+        side in the text's row (`_decode_packed`), or with `early_stop=False` by transformers' `generate` on the
+        prefix cache repeated per type (suffixes padded in the middle; positions from the attention mask)."""
         import torch
 
         tok = self.lm.tokenizer
@@ -289,12 +290,12 @@ class LatentEntityExtractor:
             ids = torch.cat([c_rows, p_ids], 1).repeat_interleave(n_types, 0)
             ids = torch.cat([ids, s_ids], 1).to(self.device)
             mask = torch.cat([full_mask.repeat_interleave(n_types, 0), s_mask], 1).to(self.device)
-            if True:  # transformers' generate on a cache repeated per type (the early_stop=False reference)
-                out = self.lm.model.generate(
-                    input_ids=ids, attention_mask=mask, past_key_values=cache, max_new_tokens=self.max_new_tokens,
-                    do_sample=False, num_beams=1, pad_token_id=pad, eos_token_id=tok.eos_token_id,
-                )
-                decoded = tok.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
+            # the early_stop=False reference: transformers' generate on the prefix cache repeated per type
+            out = self.lm.model.generate(
+                input_ids=ids, attention_mask=mask, past_key_values=cache, max_new_tokens=self.max_new_tokens,
+                do_sample=False, num_beams=1, pad_token_id=pad, eos_token_id=tok.eos_token_id,
+            )
+        decoded = tok.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
         return [decoded[r * n_types:(r + 1) * n_types] for r in range(len(texts))]
 
     def _opening_cache(self, ids):
