@@ -17,6 +17,7 @@ import numpy as np
 
 from latentsearch.cache import ContentCache, content_hash
 from latentsearch.ingest.records import Chunk
+from latentsearch.models.extractor import by_length
 
 
 @dataclass
@@ -134,7 +135,7 @@ class LatentEntityProcessor(Processor):
         unchanged), reporting each to `progress`. Texts of similar length share a sub-batch (longest first), so
         the padded prefix pass wastes little; outputs come back in the input order."""
         step = self._sub_batch()
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        order = by_length(texts)
         out: list[Any] = [None] * len(texts)
         for i in range(0, len(texts), step):
             part = order[i: i + step]

@@ -105,6 +105,7 @@ class LatentEntityExtractor:
     prompt_format: str = "instruction-first"  # from the adapter folder's lentex.json
     int8: bool = False
     early_stop: bool = True  # drop finished rows while decoding (False: transformers' generate, as before)
+    _opening: tuple | None = None  # the chat opening's tokens and KV cache, computed on first use
 
     def __init__(
         self,
@@ -222,7 +223,7 @@ class LatentEntityExtractor:
         out: list[list[list[str]]] = [[[] for _ in texts] for _ in types]
         free = [t for t, (_, opts) in enumerate(types) if not opts]
         per_group = max(1, self.batch_size // max(1, len(free)))  # rows per generate ~ batch_size
-        order = _by_length(texts)  # groups of similar length: little padding in the prefix pass
+        order = by_length(texts)  # groups of similar length: little padding in the prefix pass
         for i in range(0, len(texts), per_group):
             members = order[i : i + per_group]
             if free:
@@ -260,19 +261,11 @@ class LatentEntityExtractor:
         c_ids = torch.tensor([prefixes[0][:common]], dtype=torch.long)
         rests = [ids[common:] for ids in prefixes]
         p_len = max(len(r) for r in rests)
-        s_len = max(len(s) for row in suffixes for s in row)
         p_ids = torch.full((len(texts), p_len), pad, dtype=torch.long)
         p_mask = torch.zeros((len(texts), p_len), dtype=torch.long)
         for r, ids in enumerate(rests):
             p_ids[r, p_len - len(ids):] = torch.tensor(ids)
             p_mask[r, p_len - len(ids):] = 1
-        rows = len(texts) * n_types
-        s_ids = torch.full((rows, s_len), pad, dtype=torch.long)
-        s_mask = torch.zeros((rows, s_len), dtype=torch.long)
-        for r, row in enumerate(suffixes):
-            for t, ids in enumerate(row):
-                s_ids[r * n_types + t, s_len - len(ids):] = torch.tensor(ids)
-                s_mask[r * n_types + t, s_len - len(ids):] = 1
         decoder = self.lm.model.get_decoder()  # the prefix passes need no vocabulary projection
         with torch.inference_mode():
             cache = None
@@ -286,11 +279,18 @@ class LatentEntityExtractor:
                             position_ids=pos.to(self.device), past_key_values=cache, use_cache=True).past_key_values
             if self.early_stop:  # the types side by side in one row per text: the prefix cache is not copied
                 return self._decode_packed(cache, full_mask, suffixes)
+            # the early_stop=False reference: transformers' generate on the prefix cache repeated per type
+            s_len = max(len(s) for row in suffixes for s in row)
+            s_ids = torch.full((len(texts) * n_types, s_len), pad, dtype=torch.long)
+            s_mask = torch.zeros((len(texts) * n_types, s_len), dtype=torch.long)
+            for r, row in enumerate(suffixes):
+                for t, ids in enumerate(row):
+                    s_ids[r * n_types + t, s_len - len(ids):] = torch.tensor(ids)
+                    s_mask[r * n_types + t, s_len - len(ids):] = 1
             cache.batch_repeat_interleave(n_types)
             ids = torch.cat([c_rows, p_ids], 1).repeat_interleave(n_types, 0)
             ids = torch.cat([ids, s_ids], 1).to(self.device)
             mask = torch.cat([full_mask.repeat_interleave(n_types, 0), s_mask], 1).to(self.device)
-            # the early_stop=False reference: transformers' generate on the prefix cache repeated per type
             out = self.lm.model.generate(
                 input_ids=ids, attention_mask=mask, past_key_values=cache, max_new_tokens=self.max_new_tokens,
                 do_sample=False, num_beams=1, pad_token_id=pad, eos_token_id=tok.eos_token_id,
@@ -306,7 +306,7 @@ class LatentEntityExtractor:
 
         import torch
 
-        if getattr(self, "_opening", None) is None:
+        if self._opening is None:
             a = self._ids(self.prompt("x", "a", "b"))
             b = self._ids(self.prompt("y", "c", "d"))
             k = next((i for i, (u, v) in enumerate(zip(a, b)) if u != v), 0)
@@ -356,7 +356,7 @@ class LatentEntityExtractor:
             out = decoder(input_ids=ids.to(dev), attention_mask=mask[:, None].to(dev),
                           position_ids=pos.view(n, -1).to(dev), past_key_values=cache, use_cache=True)
             cache = out.past_key_values
-            real, owner = torch.cat([real, fresh], 1), torch.cat([owner, block])
+            real, owner = torch.cat([real, fresh], 1), torch.cat([owner, block])  # owner: only for `sees`
             hidden = out.last_hidden_state.view(n, types, width, -1)[:, :, -1]
             last = pos[:, :, -1]
             done = torch.zeros((n, types), dtype=torch.bool)
@@ -384,7 +384,7 @@ class LatentEntityExtractor:
                 out = decoder(input_ids=feed.to(dev), attention_mask=mask[:, None].to(dev), position_ids=last.to(dev),
                               past_key_values=cache, use_cache=True)
                 cache = out.past_key_values
-                real, owner = torch.cat([real, ~done], 1), torch.cat([owner, torch.arange(types)])
+                real = torch.cat([real, ~done], 1)
                 sees = torch.cat([sees, torch.eye(types, dtype=torch.bool)], 1)
                 hidden = out.last_hidden_state
         return [tok.batch_decode(row, skip_special_tokens=True) for row in answers]
@@ -397,7 +397,7 @@ class LatentEntityExtractor:
         tok = self.lm.tokenizer
         outputs: list[str] = []
         tok.padding_side = "left"
-        order = _by_length(prompts)  # batches of similar length: little padding
+        order = by_length(prompts)  # batches of similar length: little padding
         for i in range(0, len(prompts), self.batch_size):
             batch = [prompts[k] for k in order[i : i + self.batch_size]]
             enc = tok(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
@@ -579,8 +579,8 @@ def _use_grouped_sdpa(model) -> None:
         model.config._attn_implementation = GROUPED_SDPA
 
 
-def _by_length(texts: Sequence[str]) -> list[int]:
-    """Indices of `texts`, longest first (characters stand in for tokens)."""
+def by_length(texts: Sequence[str]) -> list[int]:
+    """Indices of `texts`, longest first (characters stand in for tokens): batches of similar length pad little."""
     return sorted(range(len(texts)), key=lambda i: -len(texts[i]))
 
 
