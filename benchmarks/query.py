@@ -37,13 +37,14 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--out", type=Path, default=None, help="Save the table as JSON")
     ap.add_argument("--entities", default="free,chosen", help="question-entity modes to time (RewriteOptions.entities)")
+    ap.add_argument("--bf16", action="store_true", help="extractor Linear layers in packed bfloat16 (AMX CPUs)")
     ap.add_argument("--options", default="{}", help="further RewriteOptions as JSON, e.g. '{\"min_confidence\": 0.5}'")
     args = ap.parse_args()
 
     settings = Settings(index=args.index)
     backend = open_backend(settings.backend)
     embedder = get_embedder(settings.models.embedder)
-    rewriter = QueryRewriter(backend, args.index, embedder, get_extractor())
+    rewriter = QueryRewriter(backend, args.index, embedder, get_extractor(bf16=args.bf16))
     questions = list(load_queries(args.queries, limit=args.limit).values())
     rewriter.search(questions[0], k=args.k)  # warm-up: models and vocabulary loaded, not measured
     rewriter._cache.clear()

@@ -161,6 +161,10 @@ class ModelsConfig(_Strict):
     extractor_int8: bool = Field(
         False, description="int8 dynamic quantisation of the extractor's Linear layers (PyTorch on CPU)"
     )
+    extractor_bf16: bool = Field(
+        False, description="bfloat16 Linear layers with oneDNN-packed weights (CPUs with AMX or AVX512-BF16): "
+        "question extraction ~1.7x faster on 2 cores, values agree ~90 % with float32; see the README's latency table"
+    )
     extractor_url: str | None = Field(
         None, description="OpenAI-compatible API root (e.g. `latentsearch serve`'s http://host:8000/v1, vLLM, a "
         "hosted API): latent extraction, at ingest and for questions, runs there instead of in-process"

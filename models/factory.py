@@ -76,6 +76,8 @@ def extractor_from_settings(models: ModelsConfig, device: str | None = None, **k
             tokenizer=_tokenizer(models.llm), prompt_format=fmt, **kwargs))
     if models.extractor_int8:
         kwargs["int8"] = True  # type: ignore[assignment]
+    if models.extractor_bf16:
+        kwargs["bf16"] = True  # type: ignore[assignment]
     return get_extractor(models.llm, models.extractor_adapter, device or models.device, **kwargs)
 
 

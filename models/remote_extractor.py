@@ -132,8 +132,10 @@ class RemoteExtractor:
         latent_entity_type: str,
         options: Sequence[str] | None = None,
         instruction: int = 0,
+        hints: Sequence[str] = (),
     ) -> list[list[str]]:
-        """One list of values per text, in order; requests run `concurrency` at a time."""
+        """One list of values per text, in order; requests run `concurrency` at a time. `hints` (likely answers,
+        which only make local decoding cheaper and never change an answer) are not sent: the endpoint decodes."""
         if not texts:
             return []
         messages = [user_message(self._clip(t), text_type, latent_entity_type, instruction, options or None,

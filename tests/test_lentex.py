@@ -255,6 +255,20 @@ def test_clustering_pieces_on_real_newsgroups() -> None:
     assert v_measure(noise, labels, seeds=2)[0] < 0.4
 
 
+def test_weighted_concatenation_keeps_unit_rows() -> None:
+    import numpy as np
+
+    from latentsearch.lab.eval_clustering import concatenate
+
+    rng = np.random.default_rng(0)
+    a, b = (v / np.linalg.norm(v, axis=1, keepdims=True) for v in rng.normal(size=(2, 5, 4)))
+    assert np.allclose(concatenate(a, b), np.hstack([a, b]) / np.sqrt(2))  # weight 1: the plain concatenation
+    for w in (0.0, 0.25, 2.0):
+        x = concatenate(a, b, w)
+        assert np.allclose(np.linalg.norm(x, axis=1), 1.0)
+        assert np.allclose(x[:, 4:], w * b / np.sqrt(1 + w * w)) and np.allclose(x[:, :4], a / np.sqrt(1 + w * w))
+
+
 def test_openai_teacher_against_the_local_model_served_over_http() -> None:
     """The HTTP teacher path end to end with a real model behind it (SmolLM2 via LocalTeacher)."""
     from fastapi import FastAPI

@@ -384,3 +384,16 @@ def test_tune_strictness_stores_a_policy_that_auto_uses(corpus, rewriter, tmp_pa
     finally:
         assert delete_policy(corpus["backend"], INDEX)
     assert load_policy(corpus["backend"], INDEX) is None
+
+
+def test_free_entities_with_and_without_draft_hints_are_the_same(corpus, rewriter):
+    """The rewriter hands the extractor the index values nearest the question as draft answers (`hints`): they
+    make decoding cheaper and must not change which entities the question gets."""
+    questions = [d["title"] for d in corpus["docs"][:4]] + ["Statins lower the risk of myocardial infarction."]
+    for q in questions:
+        rewriter._cache.clear()
+        drafted = rewriter.search(q, k=5, entities="free", strictness="loose").explanation
+        rewriter._cache.clear()
+        plain = rewriter.search(q, k=5, entities="free", strictness="loose", hints=0).explanation
+        assert [(m.type, m.extracted) for m in drafted.entities + drafted.unmapped] == \
+               [(m.type, m.extracted) for m in plain.entities + plain.unmapped], q

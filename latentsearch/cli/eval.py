@@ -57,14 +57,18 @@ def clustering(
     text_type: Annotated[str, typer.Option()] = "newsgroup post",
     latent_entity_type: Annotated[str, typer.Option()] = "discussion topic",
     adapter: Annotated[str, typer.Option(help="LoRA adapter folder, `default`, or `none` (base model)")] = "default",
+    fit_n: Annotated[int, typer.Option("--fit-n", min=0, help="Also a weighted concatenation, the latent part's "
+                                       "weight fitted on this many other posts (0: off)")] = 500,
+    bf16: Annotated[bool, typer.Option("--bf16", help="Extract with bfloat16 packed Linear layers (AMX CPUs)")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """V-measure (MiniBatchKMeans, k = labels) of MiniLM(text), MiniLM(latent entities) and their concatenation."""
+    """V-measure (MiniBatchKMeans, k = labels) of MiniLM(text), MiniLM(latent entities), their concatenation, and
+    (with --fit-n) the concatenation with the latent weight fitted on a disjoint sample."""
     from latentsearch.lab.eval_clustering import evaluate
 
     def body() -> None:
         report = evaluate(jsonl, text_field=text_field, label_field=label_field, n=n, text_type=text_type,
-                          latent_entity_type=latent_entity_type, adapter=adapter)
+                          latent_entity_type=latent_entity_type, adapter=adapter, fit_n=fit_n, bf16=bf16)
         if as_json:
             stdout.print_json(report.model_dump_json())
             return

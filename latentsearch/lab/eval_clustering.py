@@ -2,7 +2,9 @@
 
 As in MTEB clustering: MiniBatchKMeans (batch 500, k = number of labels), V-measure against the
 gold labels, for three representations of each document: MiniLM embedding of the text; MiniLM
-embedding of its extracted latent entities; their concatenation (each part L2-normalised).
+embedding of its extracted latent entities; their concatenation (each part L2-normalised); and the
+concatenation with the latent part weighted, the weight chosen on a disjoint sample of the same corpus
+(`fit_n` posts, never the evaluated ones), so that it is a setting a user could fit, not a peek at the test.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ class ClusteringReport(BaseModel):
     latent_entity_type: str
     extraction_seconds: float
     rows: list[ClusteringRow]
+    latent_weight: float | None = None  # the weighted concatenation's weight, fitted on `fit_documents`
+    fit_documents: int = 0
+    fit_scores: dict[str, float] = {}  # weight -> V-measure on the fitting sample
     samples: list[dict[str, Any]]
 
 
@@ -76,6 +81,11 @@ def v_measure(x: np.ndarray, labels: list[str], seeds: int = 5) -> tuple[float, 
     return float(np.mean(scores)), float(np.std(scores))
 
 
+def concatenate(text_vecs: np.ndarray, ent_vecs: np.ndarray, weight: float = 1.0) -> np.ndarray:
+    """[text, weight * latent] with unit rows when both parts have unit rows (weight 1: the plain concatenation)."""
+    return np.hstack([text_vecs, weight * ent_vecs]) / np.sqrt(1.0 + weight * weight)
+
+
 def evaluate(
     path: Path,
     *,
@@ -87,25 +97,41 @@ def evaluate(
     adapter: str | Path | None = "default",
     max_input_tokens: int = 256,
     seed: int = 0,
+    fit_n: int = 0,
+    weights: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0),
+    bf16: bool = False,
 ) -> ClusteringReport:
+    """`fit_n` > 0: also the weighted concatenation, its weight the best of `weights` on `fit_n` other posts."""
     from latentsearch.models.factory import get_embedder, get_extractor
 
-    rows = stratified_sample(read_labeled(path, text_field, label_field), n, seed)
-    texts = [t for t, _ in rows]
+    everything = read_labeled(path, text_field, label_field)
+    rows = stratified_sample(everything, n, seed)
+    taken = {id(r) for r in rows}
+    fit_rows = stratified_sample([r for r in everything if id(r) not in taken], fit_n, seed + 1) if fit_n else []
+    texts = [t for t, _ in rows + fit_rows]
     labels = [lab for _, lab in rows]
     embedder = get_embedder()
-    extractor = get_extractor(adapter=adapter, max_input_tokens=max_input_tokens)
+    extractor = get_extractor(adapter=adapter, max_input_tokens=max_input_tokens, **({"bf16": True} if bf16 else {}))
     started = time.perf_counter()
     entities = extractor.extract(texts, text_type, latent_entity_type)
     seconds = time.perf_counter() - started
     text_vecs = embedder.encode(texts)
-    entity_strings = [", ".join(e) if e else "unknown" for e in entities]
-    ent_vecs = embedder.encode(entity_strings)
+    ent_vecs = embedder.encode([", ".join(e) if e else "unknown" for e in entities])
+    fit_scores: dict[str, float] = {}
+    if fit_rows:
+        fit_labels = [lab for _, lab in fit_rows]
+        for w in weights:
+            fit_scores[str(w)] = round(v_measure(concatenate(text_vecs[n:], ent_vecs[n:], w), fit_labels)[0], 4)
+    text_vecs, ent_vecs = text_vecs[:n], ent_vecs[:n]
     reps = {
         "MiniLM(text)": text_vecs,
         "MiniLM(latent entities)": ent_vecs,
-        "concatenation": np.hstack([text_vecs, ent_vecs]) / np.sqrt(2),
+        "concatenation": concatenate(text_vecs, ent_vecs),
     }
+    best = float(max(fit_scores, key=fit_scores.__getitem__)) if fit_scores else None
+    if best is not None:
+        reps[f"concatenation, latent weight {best:g} (fitted on {len(fit_rows)} other posts)"] = \
+            concatenate(text_vecs, ent_vecs, best)
     out = []
     for name, x in reps.items():
         mean, std = v_measure(x, labels)
@@ -113,4 +139,4 @@ def evaluate(
     samples = [{"label": lab, "entities": e, "text": t[:120]} for t, lab, e in list(zip(texts, labels, entities))[:8]]
     return ClusteringReport(documents=len(rows), labels=len(set(labels)), text_type=text_type,
                             latent_entity_type=latent_entity_type, extraction_seconds=round(seconds, 1), rows=out,
-                            samples=samples)
+                            samples=samples, latent_weight=best, fit_documents=len(fit_rows), fit_scores=fit_scores)

@@ -72,6 +72,24 @@ DEFAULT_MAX_FIELDS = 1000
 DEFAULT_MAX_FIELD_CHARS = 100_000_000
 
 
+_BLAS: Any = None  # threadpoolctl's controller of numpy's BLAS, made on first use
+
+
+@contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """Run a query's numpy work on one BLAS thread. OpenBLAS's worker threads busy-wait ~100 ms after each
+    call; on a 2-core box they starve whatever runs next in the process (a MiniLM question embedding right
+    after a search: 10 ms -> 90 ms; see benchmarks/query.py). A query's matrix-vector products are small
+    enough that one thread is as fast."""
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS = ThreadpoolController()
+    with _BLAS.limit(limits=1, user_api="blas"):
+        yield
+
+
 def _sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -562,6 +580,10 @@ class EmbeddedBackend(SearchBackend):
         return self._source(idx, snap, scopes, row, None)
 
     def count(self, index: str, query: dict[str, Any] | None = None) -> int:
+        with _one_blas_thread():
+            return self._count(index, query)
+
+    def _count(self, index: str, query: dict[str, Any] | None) -> int:
         idx = self._index(index)
         if query is None:
             return idx.main.count_rows()
@@ -595,6 +617,10 @@ class EmbeddedBackend(SearchBackend):
                           exact_max_candidates=self.exact_search_max_candidates)
 
     def search(self, index: str, body: dict[str, Any] | None = None, *, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        with _one_blas_thread():
+            return self._search(index, body, params)
+
+    def _search(self, index: str, body: dict[str, Any] | None, params: dict[str, Any] | None) -> dict[str, Any]:
         started = time.perf_counter()
         body = dict(body or {})
         unknown = set(body) - ex.SUPPORTED_BODY_KEYS
