@@ -328,7 +328,7 @@ class QueryRewriter:
                 missing.append((etype, skey))
         if missing:
             asked = [(etype.prompt_name, etype.options) for etype, _ in missing]
-            if hints:  # one drafted decode per type
+            if hints and _takes_hints(self.extractor):  # one drafted decode per type
                 answers = [self.extractor.extract([text], text_type, name, options=opts, hints=hints(etype.name))[0]
                            for (etype, _), (name, opts) in zip(missing, asked)]
             elif hasattr(self.extractor, "extract_types"):  # every type in one call (one shared prefix pass)
@@ -522,6 +522,17 @@ class QueryRewriter:
 
 
 # -- the strictness decision: pure functions of the level rankings (tests/test_strictness.py) ------
+
+
+def _takes_hints(extractor: Any) -> bool:
+    """The extractor's `extract` accepts draft answers (`hints`); a user's extractor that follows the plain
+    `LatentExtractor` protocol is called without them."""
+    import inspect
+
+    try:
+        return "hints" in inspect.signature(extractor.extract).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def score_floor(unfiltered: Sequence[Hit], opts: RewriteOptions) -> float | None:

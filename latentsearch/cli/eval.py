@@ -114,9 +114,9 @@ def retrieval(
         chosen = tuple(v.strip() for v in variants.split(",") if v.strip())
         extractor = None
         if any("+latent:" in v for v in chosen):
-            from latentsearch.models.factory import get_extractor
+            from latentsearch.models.factory import extractor_from_settings
 
-            extractor = get_extractor(settings.models.llm, settings.models.extractor_adapter, settings.models.device)
+            extractor = extractor_from_settings(settings.models)  # int8 / bf16 / a remote endpoint as configured
         report = evaluate_retrieval(
             backend=engine, index=settings.index, embedder=embedder, extractor=extractor, queries_path=queries,
             qrels_path=qrels, variants=chosen, limit=limit, run_dir=run_dir, progress=not as_json,
