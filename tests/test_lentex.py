@@ -269,6 +269,18 @@ def test_weighted_concatenation_keeps_unit_rows() -> None:
         assert np.allclose(x[:, 4:], w * b / np.sqrt(1 + w * w)) and np.allclose(x[:, :4], a / np.sqrt(1 + w * w))
 
 
+def test_clustering_fits_the_latent_weight_on_other_posts() -> None:
+    """The weighted concatenation's weight comes from a disjoint sample; the stratified rounding may give a few
+    posts fewer than asked, and the report counts what was clustered."""
+    from latentsearch.lab.eval_clustering import evaluate
+
+    path = Path(__file__).resolve().parent / "data" / "20newsgroups" / "20newsgroups_head25.jsonl.gz"
+    report = evaluate(path, n=30, fit_n=25, max_input_tokens=48, weights=(0.5, 1.0))
+    assert report.documents <= 30 and report.fit_documents <= 25 and report.fit_documents >= 20
+    assert set(report.fit_scores) == {"0.5", "1.0"} and report.latent_weight in (0.5, 1.0)
+    assert [r.representation for r in report.rows][-1].startswith(f"concatenation, latent weight {report.latent_weight:g}")
+
+
 def test_openai_teacher_against_the_local_model_served_over_http() -> None:
     """The HTTP teacher path end to end with a real model behind it (SmolLM2 via LocalTeacher)."""
     from fastapi import FastAPI

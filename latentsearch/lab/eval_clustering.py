@@ -110,6 +110,7 @@ def evaluate(
     fit_rows = stratified_sample([r for r in everything if id(r) not in taken], fit_n, seed + 1) if fit_n else []
     texts = [t for t, _ in rows + fit_rows]
     labels = [lab for _, lab in rows]
+    m = len(rows)  # about n: the stratified rounding may give a few fewer
     embedder = get_embedder()
     extractor = get_extractor(adapter=adapter, max_input_tokens=max_input_tokens, **({"bf16": True} if bf16 else {}))
     started = time.perf_counter()
@@ -121,8 +122,8 @@ def evaluate(
     if fit_rows:
         fit_labels = [lab for _, lab in fit_rows]
         for w in weights:
-            fit_scores[str(w)] = round(v_measure(concatenate(text_vecs[n:], ent_vecs[n:], w), fit_labels)[0], 4)
-    text_vecs, ent_vecs = text_vecs[:n], ent_vecs[:n]
+            fit_scores[str(w)] = round(v_measure(concatenate(text_vecs[m:], ent_vecs[m:], w), fit_labels)[0], 4)
+    text_vecs, ent_vecs = text_vecs[:m], ent_vecs[:m]
     reps = {
         "MiniLM(text)": text_vecs,
         "MiniLM(latent entities)": ent_vecs,
@@ -137,6 +138,6 @@ def evaluate(
         mean, std = v_measure(x, labels)
         out.append(ClusteringRow(representation=name, v_measure=round(mean, 4), v_measure_std=round(std, 4)))
     samples = [{"label": lab, "entities": e, "text": t[:120]} for t, lab, e in list(zip(texts, labels, entities))[:8]]
-    return ClusteringReport(documents=len(rows), labels=len(set(labels)), text_type=text_type,
+    return ClusteringReport(documents=m, labels=len(set(labels)), text_type=text_type,
                             latent_entity_type=latent_entity_type, extraction_seconds=round(seconds, 1), rows=out,
                             samples=samples, latent_weight=best, fit_documents=len(fit_rows), fit_scores=fit_scores)
