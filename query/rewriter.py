@@ -521,9 +521,6 @@ class QueryRewriter:
 
 
 
-# -- the strictness decision: pure functions of the level rankings (tests/test_strictness.py) ------
-
-
 def _takes_hints(extractor: Any) -> bool:
     """The extractor's `extract` accepts draft answers (`hints`); a user's extractor that follows the plain
     `LatentExtractor` protocol is called without them."""
@@ -533,6 +530,9 @@ def _takes_hints(extractor: Any) -> bool:
         return "hints" in inspect.signature(extractor.extract).parameters
     except (TypeError, ValueError):
         return False
+
+
+# -- the strictness decision: pure functions of the level rankings (tests/test_strictness.py) ------
 
 
 def score_floor(unfiltered: Sequence[Hit], opts: RewriteOptions) -> float | None:
