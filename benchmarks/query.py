@@ -20,7 +20,7 @@ from rich.table import Table
 from latentsearch.backends import open_backend
 from latentsearch.config import Settings
 from latentsearch.lab.eval_retrieval import load_queries
-from latentsearch.models.factory import get_embedder, get_extractor
+from latentsearch.models.factory import extractor_from_settings, get_embedder
 from latentsearch.query.rewriter import QueryRewriter
 from latentsearch.query.search import search
 
@@ -37,14 +37,19 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--out", type=Path, default=None, help="Save the table as JSON")
     ap.add_argument("--entities", default="free,chosen", help="question-entity modes to time (RewriteOptions.entities)")
-    ap.add_argument("--bf16", action="store_true", help="extractor Linear layers in packed bfloat16 (AMX CPUs)")
+    ap.add_argument("--bf16", choices=("off", "questions"), default=None,
+                    help="the question extractor's precision (default: the config's models.extractor_bf16, "
+                         "'questions': packed bfloat16 where the CPU has bf16 matmuls)")
     ap.add_argument("--options", default="{}", help="further RewriteOptions as JSON, e.g. '{\"min_confidence\": 0.5}'")
     args = ap.parse_args()
 
     settings = Settings(index=args.index)
+    models = settings.models if args.bf16 is None else settings.models.model_copy(update={"extractor_bf16": args.bf16})
     backend = open_backend(settings.backend)
     embedder = get_embedder(settings.models.embedder)
-    rewriter = QueryRewriter(backend, args.index, embedder, get_extractor(bf16=args.bf16))
+    extractor = extractor_from_settings(models, questions=True)
+    print(f"question extractor: {extractor.fingerprint}")
+    rewriter = QueryRewriter(backend, args.index, embedder, extractor)
     questions = list(load_queries(args.queries, limit=args.limit).values())
     rewriter.search(questions[0], k=args.k)  # warm-up: models and vocabulary loaded, not measured
     rewriter._cache.clear()
@@ -81,7 +86,8 @@ def main() -> None:
         print(f"{name}: p50 total / plain dense p50 = {parts['total'][0] / base:.2f}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"index": args.index, "questions": len(questions), "rows": rows}, indent=2) + "\n")
+        args.out.write_text(json.dumps({"index": args.index, "questions": len(questions), "extractor": extractor.fingerprint,
+                                        "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -161,9 +161,12 @@ class ModelsConfig(_Strict):
     extractor_int8: bool = Field(
         False, description="int8 dynamic quantisation of the extractor's Linear layers (PyTorch on CPU)"
     )
-    extractor_bf16: bool = Field(
-        False, description="bfloat16 Linear layers with oneDNN-packed weights (CPUs with AMX or AVX512-BF16): "
-        "question extraction ~1.7x faster on 2 cores, values agree ~90 % with float32; see the README's latency table"
+    extractor_bf16: Literal["off", "questions", "all"] = Field(
+        "questions", description="bfloat16 Linear layers with oneDNN-packed weights (PyTorch extractor on a CPU with "
+        "AMX or AVX512-BF16): `questions` (default) for question extraction only, where it is ~1.5x faster at the "
+        "same retrieval quality, float32 where the CPU cannot; `all` for ingest too (an error where the CPU cannot; "
+        "values agree ~90 % with float32, so cached values are re-extracted); `off`. true/false mean all/off. "
+        "See the README's latency table"
     )
     extractor_url: str | None = Field(
         None, description="OpenAI-compatible API root (e.g. `latentsearch serve`'s http://host:8000/v1, vLLM, a "
@@ -179,6 +182,23 @@ class ModelsConfig(_Strict):
     kb: str | None = Field(None, description="Entity-linking knowledge base (JSONL of {id, name, aliases, "
                            "description, type}); needed by `ingest.links` and `latentsearch link`")
     device: str = "cpu"
+
+    @field_validator("extractor_bf16", mode="before")
+    @classmethod
+    def _bf16_from_bool(cls, value: Any) -> Any:
+        """`true`/`false` (the setting's first form, and what env variables often say) mean `all`/`off`."""
+        if isinstance(value, bool):
+            return "all" if value else "off"
+        if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
+            return "all" if value.strip().lower() in ("true", "1", "yes") else "off"
+        return value
+
+    @model_validator(mode="after")
+    def _one_weight_format(self) -> ModelsConfig:
+        if self.extractor_int8 and self.extractor_bf16 == "all":
+            raise ValueError("extractor_int8 and extractor_bf16 = 'all' both choose the extractor's Linear layers: "
+                             "pick one (extractor_bf16 = 'questions' yields to int8)")
+        return self
 
 
 class IngestConfig(_Strict):

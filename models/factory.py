@@ -58,9 +58,11 @@ def extractor_name(models: ModelsConfig) -> str:
     return f"{models.llm}+{DEFAULT_ADAPTER.name if adapter == 'default' else Path(adapter).name}"
 
 
-def extractor_from_settings(models: ModelsConfig, device: str | None = None, **kwargs: int) -> LatentEntityExtractor:
+def extractor_from_settings(models: ModelsConfig, device: str | None = None, *, questions: bool = False,
+                            **kwargs: int) -> LatentEntityExtractor:
     """The latent-entity extractor `models.llm` + `models.extractor_adapter` name, or, with
-    `models.extractor_url`, the remote one calling that endpoint (one client per process)."""
+    `models.extractor_url`, the remote one calling that endpoint (one client per process).
+    `questions`: the one that reads questions (bf16 under the default `extractor_bf16 = "questions"`)."""
     if models.extractor_url:
         from latentsearch.models.remote_extractor import RemoteExtractor
 
@@ -74,11 +76,30 @@ def extractor_from_settings(models: ModelsConfig, device: str | None = None, **k
         return cached((*cache_key, fmt), lambda: RemoteExtractor(  # type: ignore[return-value]
             models.extractor_url, model, key, models.extractor_concurrency,  # type: ignore[arg-type]
             tokenizer=_tokenizer(models.llm), prompt_format=fmt, **kwargs))
+    device = device or models.device
     if models.extractor_int8:
         kwargs["int8"] = True  # type: ignore[assignment]
-    if models.extractor_bf16:
+    elif _bf16(models, device, questions):
         kwargs["bf16"] = True  # type: ignore[assignment]
-    return get_extractor(models.llm, models.extractor_adapter, device or models.device, **kwargs)
+    return get_extractor(models.llm, models.extractor_adapter, device, **kwargs)
+
+
+def _bf16(models: ModelsConfig, device: str, questions: bool) -> bool:
+    """Whether this extractor packs its Linear layers in bfloat16: always with `all` (an error where it cannot);
+    with `questions`, for the question extractor where it can (PyTorch on a CPU with bf16 matmuls), since
+    the question values it gives retrieve as well as float32's (README, question latency)."""
+    onnx = any(is_onnx_export(p) for p in (models.extractor_adapter, models.llm))
+    if models.extractor_bf16 == "all":
+        if onnx or device != "cpu":
+            raise ValueError(f"extractor_bf16 = 'all' packs the PyTorch extractor's Linear layers on the CPU; this "
+                             f"extractor is {'an ONNX export' if onnx else f'on {device!r}'}: set it to 'off' or "
+                             f"'questions'")
+        return True
+    if models.extractor_bf16 == "off" or not questions or onnx or device != "cpu":
+        return False
+    from latentsearch.models.bf16_linear import bf16_matmul_available
+
+    return bf16_matmul_available()
 
 
 def _prompt_format(adapter: str) -> str:

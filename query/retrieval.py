@@ -207,7 +207,7 @@ class Retriever:
 
         backend = backend or open_backend(settings.backend)
         embedder = embedder if embedder is not None else embedder_from_settings(settings.models)
-        loader = (lambda: extractor_from_settings(settings.models)) if latent and extractor is None else None
+        loader = (lambda: extractor_from_settings(settings.models, questions=True)) if latent and extractor is None else None
         return cls(backend, index or settings.index, embedder, extractor=extractor if latent else None,
                    load_extractor=loader, store=question_store(settings), async_backend=async_backend)
 

@@ -269,16 +269,33 @@ def test_weighted_concatenation_keeps_unit_rows() -> None:
         assert np.allclose(x[:, 4:], w * b / np.sqrt(1 + w * w)) and np.allclose(x[:, :4], a / np.sqrt(1 + w * w))
 
 
-def test_clustering_fits_the_latent_weight_on_other_posts() -> None:
+def test_clustering_fits_the_latent_weight_on_other_posts_and_reads_values_as_concepts() -> None:
     """The weighted concatenation's weight comes from a disjoint sample; the stratified rounding may give a few
-    posts fewer than asked, and the report counts what was clustered."""
+    posts fewer than asked, and the report counts what was clustered. With the vocabulary, every latent row comes
+    again over concept names, each one a concept of the values that post got."""
     from latentsearch.lab.eval_clustering import evaluate
 
     path = Path(__file__).resolve().parent / "data" / "20newsgroups" / "20newsgroups_head25.jsonl.gz"
-    report = evaluate(path, n=30, fit_n=25, max_input_tokens=48, weights=(0.5, 1.0))
+    report = evaluate(path, n=30, fit_n=25, max_input_tokens=48, weights=(0.5, 1.0), vocabulary=True)
     assert report.documents <= 30 and report.fit_documents <= 25 and report.fit_documents >= 20
-    assert set(report.fit_scores) == {"0.5", "1.0"} and report.latent_weight in (0.5, 1.0)
-    assert [r.representation for r in report.rows][-1].startswith(f"concatenation, latent weight {report.latent_weight:g}")
+    assert set(report.fits) == {"latent entities", "latent concepts"}
+    for side, fit in report.fits.items():
+        assert set(fit.scores) == {"0.5", "1.0"} and fit.weight in (0.5, 1.0)
+        assert any(r.representation.startswith(f"concatenation ({side}), latent weight {fit.weight:g} (fitted on")
+                   for r in report.rows)
+    assert len(report.rows) == 7 and 0 < report.concepts <= report.distinct_values
+    assert all(len(s["concepts"]) <= len(set(s["entities"])) for s in report.samples)
+
+
+def test_concept_names_merge_wordings_of_one_value() -> None:
+    from latentsearch.lab.eval_clustering import concept_names
+    from latentsearch.models.factory import get_embedder
+
+    entities = [["Computer hardware"], ["computer hardware", "Space"], ["computer-hardware"], ["space"], []]
+    named, concepts = concept_names(entities, "discussion topic", get_embedder())
+    assert concepts == 2
+    assert len(named[0]) == 1 and named[0] == named[2] and named[3][0].lower() == "space"
+    assert named[1] == [named[0][0], named[3][0]] and named[4] == []
 
 
 def test_openai_teacher_against_the_local_model_served_over_http() -> None:

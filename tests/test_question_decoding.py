@@ -111,6 +111,40 @@ def test_bf16_extractor_answers_and_keys_its_cache_apart(extractor) -> None:
     assert sum(probs) == pytest.approx(1.0)
 
 
+def test_bf16_setting_reads_old_booleans_and_refuses_what_it_cannot_do() -> None:
+    from pydantic import ValidationError
+
+    from latentsearch.config import ModelsConfig
+    from latentsearch.models.factory import extractor_from_settings
+
+    assert ModelsConfig().extractor_bf16 == "questions"
+    assert ModelsConfig(extractor_bf16=True).extractor_bf16 == "all"
+    assert ModelsConfig(extractor_bf16="false").extractor_bf16 == "off"
+    with pytest.raises(ValidationError, match="'off', 'questions' or 'all'"):
+        ModelsConfig(extractor_bf16="fast")
+    with pytest.raises(ValidationError, match="pick one"):
+        ModelsConfig(extractor_int8=True, extractor_bf16="all")
+    with pytest.raises(ValueError, match="on 'cuda'.*'off' or 'questions'"):
+        extractor_from_settings(ModelsConfig(extractor_bf16="all", device="cuda"))
+
+
+def test_the_default_packs_bf16_for_questions_only(extractor) -> None:
+    """`extractor_bf16 = "questions"`: ingest keeps float32 values (and their cache keys); the question extractor
+    is bf16 where the CPU can, float32 where it cannot; int8 wins over the default."""
+    from latentsearch.config import ModelsConfig
+    from latentsearch.models.bf16_linear import bf16_matmul_available
+    from latentsearch.models.factory import extractor_from_settings
+
+    models = ModelsConfig()
+    ingest = extractor_from_settings(models)
+    assert ingest.bf16 is False and ingest.fingerprint == extractor.fingerprint
+    question = extractor_from_settings(models, questions=True)
+    assert question.bf16 is bf16_matmul_available()
+    assert extractor_from_settings(models, questions=True) is question  # loaded once per process
+    assert extractor_from_settings(ModelsConfig(extractor_bf16="off"), questions=True) is ingest
+    assert extractor_from_settings(ModelsConfig(extractor_int8=True), questions=True).bf16 is False
+
+
 def test_fingerprint_follows_the_adapter_weights(tmp_path: Path, extractor) -> None:
     import shutil
 

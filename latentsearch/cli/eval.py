@@ -60,20 +60,26 @@ def clustering(
     fit_n: Annotated[int, typer.Option("--fit-n", min=0, help="Also a weighted concatenation, the latent part's "
                                        "weight fitted on this many other posts (0: off)")] = 500,
     bf16: Annotated[bool, typer.Option("--bf16", help="Extract with bfloat16 packed Linear layers (AMX CPUs)")] = False,
+    vocabulary: Annotated[bool, typer.Option(
+        "--vocabulary/--no-vocabulary", help="Also the latent rows with each value read as its vocabulary concept "
+        "(the vocabulary built from every extracted value, as ingest does for an index)")] = True,
     as_json: JsonOpt = False,
 ) -> None:
     """V-measure (MiniBatchKMeans, k = labels) of MiniLM(text), MiniLM(latent entities), their concatenation, and
-    (with --fit-n) the concatenation with the latent weight fitted on a disjoint sample."""
+    (with --fit-n) the concatenation with the latent weight fitted on a disjoint sample; with --vocabulary the
+    latent rows again over vocabulary concepts."""
     from latentsearch.lab.eval_clustering import evaluate
 
     def body() -> None:
         report = evaluate(jsonl, text_field=text_field, label_field=label_field, n=n, text_type=text_type,
-                          latent_entity_type=latent_entity_type, adapter=adapter, fit_n=fit_n, bf16=bf16)
+                          latent_entity_type=latent_entity_type, adapter=adapter, fit_n=fit_n, bf16=bf16,
+                          vocabulary=vocabulary)
         if as_json:
             stdout.print_json(report.model_dump_json())
             return
+        concepts = f", {report.distinct_values} values in {report.concepts} concepts" if report.concepts else ""
         table = Table(title=f"clustering: {report.documents} docs, {report.labels} labels "
-                            f"(extraction {report.extraction_seconds:.0f} s)")
+                            f"(extraction {report.extraction_seconds:.0f} s{concepts})")
         table.add_column("representation")
         table.add_column("V-measure", justify="right")
         for row in report.rows:
@@ -116,7 +122,7 @@ def retrieval(
         if any("+latent:" in v for v in chosen):
             from latentsearch.models.factory import extractor_from_settings
 
-            extractor = extractor_from_settings(settings.models)  # int8 / bf16 / a remote endpoint as configured
+            extractor = extractor_from_settings(settings.models, questions=True)  # as configured for questions
         report = evaluate_retrieval(
             backend=engine, index=settings.index, embedder=embedder, extractor=extractor, queries_path=queries,
             qrels_path=qrels, variants=chosen, limit=limit, run_dir=run_dir, progress=not as_json,

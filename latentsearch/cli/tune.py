@@ -57,7 +57,7 @@ def strictness(
         if len(chosen) < folds * 2:
             fail(f"{len(chosen)} judged queries are too few for {folds}-fold cross-validation")
         embedder = get_embedder(settings.models.embedder, settings.models.device)
-        extractor = extractor_from_settings(settings.models)
+        extractor = extractor_from_settings(settings.models, questions=True)
         with tempfile.TemporaryDirectory() as tmp:
             report = tune(engine, settings.index, embedder, extractor, chosen, judged, work or Path(tmp),
                           folds=folds, seed=seed, base=mode, progress=not as_json, schema=schema)

@@ -1,10 +1,14 @@
 """`latentsearch eval clustering`: do latent entities make better clusters than the text embedding alone?
 
 As in MTEB clustering: MiniBatchKMeans (batch 500, k = number of labels), V-measure against the
-gold labels, for three representations of each document: MiniLM embedding of the text; MiniLM
+gold labels, for these representations of each document: MiniLM embedding of the text; MiniLM
 embedding of its extracted latent entities; their concatenation (each part L2-normalised); and the
 concatenation with the latent part weighted, the weight chosen on a disjoint sample of the same corpus
 (`fit_n` posts, never the evaluated ones), so that it is a setting a user could fit, not a peek at the test.
+
+With `vocabulary`, the same rows again with the latent side read through a value vocabulary
+(`ingest.vocabulary`, built from every extracted value, no labels): each post's values replaced by
+their concepts' canonical names, as the index stores them for filters.
 """
 
 from __future__ import annotations
@@ -27,6 +31,13 @@ class ClusteringRow(BaseModel):
     v_measure_std: float
 
 
+class WeightFit(BaseModel):
+    """The latent part's weight in the concatenation, chosen on the fitting sample."""
+
+    weight: float
+    scores: dict[str, float]  # weight -> V-measure on the fitting sample
+
+
 class ClusteringReport(BaseModel):
     documents: int
     labels: int
@@ -34,9 +45,10 @@ class ClusteringReport(BaseModel):
     latent_entity_type: str
     extraction_seconds: float
     rows: list[ClusteringRow]
-    latent_weight: float | None = None  # the weighted concatenation's weight, fitted on `fit_documents`
     fit_documents: int = 0
-    fit_scores: dict[str, float] = {}  # weight -> V-measure on the fitting sample
+    fits: dict[str, WeightFit] = {}  # latent side ("latent entities", "latent concepts") -> its fitted weight
+    distinct_values: int = 0  # distinct extracted values over every post (evaluated and fitting)
+    concepts: int | None = None  # the vocabulary's concepts for them (None: no vocabulary)
     samples: list[dict[str, Any]]
 
 
@@ -86,6 +98,29 @@ def concatenate(text_vecs: np.ndarray, ent_vecs: np.ndarray, weight: float = 1.0
     return np.hstack([text_vecs, weight * ent_vecs]) / np.sqrt(1.0 + weight * weight)
 
 
+def fit_weight(text_vecs: np.ndarray, ent_vecs: np.ndarray, labels: list[str],
+               weights: tuple[float, ...]) -> WeightFit:
+    """The weight among `weights` whose concatenation clusters `labels` best (ties: the first)."""
+    scores = {str(w): round(v_measure(concatenate(text_vecs, ent_vecs, w), labels)[0], 4) for w in weights}
+    return WeightFit(weight=float(max(scores, key=scores.__getitem__)), scores=scores)
+
+
+def concept_names(entities: list[list[str]], etype: str, embedder) -> tuple[list[list[str]], int]:
+    """Each post's values replaced by their concepts' names (in order, no repeats), and the number of concepts:
+    the vocabulary is built from every value here, as ingest builds it from an index's values."""
+    from collections import Counter
+
+    from latentsearch.ingest.vocabulary import build_vocabulary
+
+    counts = Counter(v for values in entities for v in dict.fromkeys(values))
+    vocab = build_vocabulary({etype: counts}, embedder)
+    named = []
+    for values in entities:
+        concepts = (vocab.concept_of(etype, v) for v in values)
+        named.append(list(dict.fromkeys(c.name for c in concepts if c is not None)))
+    return named, len(vocab.concepts.get(etype, []))
+
+
 def evaluate(
     path: Path,
     *,
@@ -100,8 +135,10 @@ def evaluate(
     fit_n: int = 0,
     weights: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0),
     bf16: bool = False,
+    vocabulary: bool = False,
 ) -> ClusteringReport:
-    """`fit_n` > 0: also the weighted concatenation, its weight the best of `weights` on `fit_n` other posts."""
+    """`fit_n` > 0: also the weighted concatenation, its weight the best of `weights` on `fit_n` other posts.
+    `vocabulary`: also every latent row with the values read as vocabulary concepts."""
     from latentsearch.models.factory import get_embedder, get_extractor
 
     everything = read_labeled(path, text_field, label_field)
@@ -109,7 +146,7 @@ def evaluate(
     taken = {id(r) for r in rows}
     fit_rows = stratified_sample([r for r in everything if id(r) not in taken], fit_n, seed + 1) if fit_n else []
     texts = [t for t, _ in rows + fit_rows]
-    labels = [lab for _, lab in rows]
+    labels, fit_labels = [lab for _, lab in rows], [lab for _, lab in fit_rows]
     m = len(rows)  # about n: the stratified rounding may give a few fewer
     embedder = get_embedder()
     extractor = get_extractor(adapter=adapter, max_input_tokens=max_input_tokens, **({"bf16": True} if bf16 else {}))
@@ -117,27 +154,30 @@ def evaluate(
     entities = extractor.extract(texts, text_type, latent_entity_type)
     seconds = time.perf_counter() - started
     text_vecs = embedder.encode(texts)
-    ent_vecs = embedder.encode([", ".join(e) if e else "unknown" for e in entities])
-    fit_scores: dict[str, float] = {}
-    if fit_rows:
-        fit_labels = [lab for _, lab in fit_rows]
-        for w in weights:
-            fit_scores[str(w)] = round(v_measure(concatenate(text_vecs[m:], ent_vecs[m:], w), fit_labels)[0], 4)
-    text_vecs, ent_vecs = text_vecs[:m], ent_vecs[:m]
-    reps = {
-        "MiniLM(text)": text_vecs,
-        "MiniLM(latent entities)": ent_vecs,
-        "concatenation": concatenate(text_vecs, ent_vecs),
-    }
-    best = float(max(fit_scores, key=fit_scores.__getitem__)) if fit_scores else None
-    if best is not None:
-        reps[f"concatenation, latent weight {best:g} (fitted on {len(fit_rows)} other posts)"] = \
-            concatenate(text_vecs, ent_vecs, best)
+    sides = {"latent entities": entities}
+    distinct = len({v for values in entities for v in values})
+    concepts = None
+    if vocabulary:
+        sides["latent concepts"], concepts = concept_names(entities, latent_entity_type, embedder)
+    reps = {"MiniLM(text)": text_vecs[:m]}
+    fits: dict[str, WeightFit] = {}
+    for side, values in sides.items():
+        ent_vecs = embedder.encode([", ".join(v) if v else "unknown" for v in values])
+        reps[f"MiniLM({side})"] = ent_vecs[:m]
+        reps[f"concatenation ({side}), equal weights"] = concatenate(text_vecs[:m], ent_vecs[:m])
+        if fit_rows:
+            fits[side] = fit = fit_weight(text_vecs[m:], ent_vecs[m:], fit_labels, weights)
+            reps[f"concatenation ({side}), latent weight {fit.weight:g} (fitted on {len(fit_rows)} other posts)"] = \
+                concatenate(text_vecs[:m], ent_vecs[:m], fit.weight)
     out = []
     for name, x in reps.items():
         mean, std = v_measure(x, labels)
         out.append(ClusteringRow(representation=name, v_measure=round(mean, 4), v_measure_std=round(std, 4)))
     samples = [{"label": lab, "entities": e, "text": t[:120]} for t, lab, e in list(zip(texts, labels, entities))[:8]]
+    if vocabulary:
+        for sample, named in zip(samples, sides["latent concepts"]):
+            sample["concepts"] = named
     return ClusteringReport(documents=m, labels=len(set(labels)), text_type=text_type,
                             latent_entity_type=latent_entity_type, extraction_seconds=round(seconds, 1), rows=out,
-                            samples=samples, latent_weight=best, fit_documents=len(fit_rows), fit_scores=fit_scores)
+                            samples=samples, fit_documents=len(fit_rows), fits=fits, distinct_values=distinct,
+                            concepts=concepts)
