@@ -355,7 +355,6 @@ class LatentEntityExtractor:
         n, types = len(suffixes), len(suffixes[0])
         width = max(len(s) for row in suffixes for s in row)
         real = prefix_mask.bool()  # [rows, columns]: the cache columns that hold real tokens
-        owner = torch.full((real.shape[1],), -1, dtype=torch.long)  # a column's type; -1 = the shared prefix
         ids = torch.full((n, types * width), pad, dtype=torch.long)
         fresh = torch.zeros((n, types * width), dtype=torch.bool)
         for r, row in enumerate(suffixes):
@@ -375,12 +374,13 @@ class LatentEntityExtractor:
             out = decoder(input_ids=ids.to(dev), attention_mask=mask[:, None].to(dev),
                           position_ids=pos.view(n, -1).to(dev), past_key_values=cache, use_cache=True)
             cache = out.past_key_values
-            real, owner = torch.cat([real, fresh], 1), torch.cat([owner, block])  # owner: only for `sees`
+            sees = torch.cat([torch.ones((types, real.shape[1]), dtype=torch.bool),  # [types, columns]: the prefix
+                              block[None, :] == torch.arange(types)[:, None]], 1)  # and the type's own block
+            real = torch.cat([real, fresh], 1)
             hidden = out.last_hidden_state.view(n, types, width, -1)[:, :, -1]
             last = pos[:, :, -1]
             done = torch.zeros((n, types), dtype=torch.bool)
             seen = torch.zeros((n, types), dtype=torch.bool)
-            sees = (owner[None, :] == torch.arange(types)[:, None]) | (owner[None, :] == -1)  # [types, columns]
             for step in range(self.max_new_tokens):
                 nxt = head(hidden.reshape(-1, hidden.shape[-1]).contiguous()).argmax(-1).view(len(rows), types).cpu()
                 stop = nxt == eos

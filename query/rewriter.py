@@ -232,15 +232,14 @@ class Vocabulary:
             self._vectors[t] = (
                 np.asarray(self.embedder.encode(values), dtype=np.float32) if values else np.zeros((0, 1), np.float32)
             )
+            self._row[t] = {v: i for i, v in enumerate(values)}
 
     def values(self, etype: str) -> list[str]:
         return self._values.get(etype, [])
 
     def vector(self, etype: str, value: str) -> np.ndarray | None:
         """The embedding of `value` if it is one of the loaded values of `etype`, else None."""
-        if etype not in self._row:
-            self._row[etype] = {v: i for i, v in enumerate(self._values.get(etype, []))}
-        row = self._row[etype].get(value)
+        row = self._row.get(etype, {}).get(value)
         return None if row is None else self._vectors[etype][row]
 
     def candidates(self, etype: str, vector: np.ndarray, n: int) -> list[str]:

@@ -17,7 +17,7 @@ import gzip
 import json
 import random
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +108,6 @@ def fit_weight(text_vecs: np.ndarray, ent_vecs: np.ndarray, labels: list[str],
 def concept_names(entities: list[list[str]], etype: str, embedder) -> tuple[list[list[str]], int]:
     """Each post's values replaced by their concepts' names (in order, no repeats), and the number of concepts:
     the vocabulary is built from every value here, as ingest builds it from an index's values."""
-    from collections import Counter
-
     from latentsearch.ingest.vocabulary import build_vocabulary
 
     counts = Counter(v for values in entities for v in dict.fromkeys(values))
